@@ -1,0 +1,178 @@
+//! `pgch check`: every preflight check of the source and the destination, each reported
+//! as ok / warning / failed / n/a with what was observed and the fix, as a readable list
+//! or JSON. The checks themselves live next to the servers they talk to
+//! (`source::preflight`, `sink::preflight`); this module runs them and renders them.
+
+use serde::Serialize;
+
+use crate::config::Settings;
+
+/// How one check came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    /// Works, but something will hurt later; does not fail `pgch check`.
+    Warning,
+    /// pgch cannot work until this is fixed.
+    Failed,
+    /// Does not apply here (a Postgres version without the setting, a mode without it).
+    NotApplicable,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Warning => "warning",
+            Outcome::Failed => "FAILED",
+            Outcome::NotApplicable => "n/a",
+        }
+    }
+}
+
+/// One line of the report: the user reads `observed` and acts on `fix`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CheckResult {
+    /// A stable name, also used by scripts reading `--format json`.
+    pub name: &'static str,
+    pub outcome: Outcome,
+    pub observed: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl CheckResult {
+    /// A passed check.
+    pub fn ok(name: &'static str, observed: impl Into<String>) -> Self {
+        Self {
+            name,
+            outcome: Outcome::Ok,
+            observed: observed.into(),
+            fix: None,
+        }
+    }
+    /// A check that passed with a caveat the user should act on.
+    pub fn warning(name: &'static str, observed: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            name,
+            outcome: Outcome::Warning,
+            observed: observed.into(),
+            fix: Some(fix.into()),
+        }
+    }
+    /// A blocking problem, with the fix.
+    pub fn failed(name: &'static str, observed: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            name,
+            outcome: Outcome::Failed,
+            observed: observed.into(),
+            fix: Some(fix.into()),
+        }
+    }
+    /// A check that does not apply.
+    pub fn not_applicable(name: &'static str, observed: impl Into<String>) -> Self {
+        Self {
+            name,
+            outcome: Outcome::NotApplicable,
+            observed: observed.into(),
+            fix: None,
+        }
+    }
+}
+
+/// All results of one `pgch check`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub checks: Vec<CheckResult>,
+}
+
+impl Report {
+    /// Whether any check failed (the exit code is 1 then).
+    pub fn has_failures(&self) -> bool {
+        self.checks.iter().any(|c| c.outcome == Outcome::Failed)
+    }
+
+    /// The results named `name` (a check may report several lines, e.g. one per table).
+    pub fn named(&self, name: &str) -> Vec<&CheckResult> {
+        self.checks.iter().filter(|c| c.name == name).collect()
+    }
+
+    fn count(&self, outcome: Outcome) -> usize {
+        self.checks.iter().filter(|c| c.outcome == outcome).count()
+    }
+
+    /// The human-readable report.
+    pub fn render_text(&self) -> String {
+        let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for c in &self.checks {
+            out.push_str(&format!(
+                "{:<8} {:<width$}  {}\n",
+                c.outcome.label(),
+                c.name,
+                c.observed
+            ));
+            if let Some(fix) = &c.fix {
+                out.push_str(&format!("{:<8} {:<width$}  fix: {}\n", "", "", fix));
+            }
+        }
+        out.push_str(&format!(
+            "\n{} ok, {} warning(s), {} failed, {} n/a\n",
+            self.count(Outcome::Ok),
+            self.count(Outcome::Warning),
+            self.count(Outcome::Failed),
+            self.count(Outcome::NotApplicable)
+        ));
+        out
+    }
+
+    /// The machine-readable report.
+    pub fn render_json(&self) -> String {
+        let value = serde_json::json!({
+            "checks": self.checks,
+            "summary": {
+                "ok": self.count(Outcome::Ok),
+                "warning": self.count(Outcome::Warning),
+                "failed": self.count(Outcome::Failed),
+                "not_applicable": self.count(Outcome::NotApplicable),
+            },
+            "passed": !self.has_failures(),
+        });
+        serde_json::to_string_pretty(&value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+/// Runs every check of the source and the destination, concurrently.
+pub async fn run(settings: &Settings) -> Report {
+    let (mut source, destination) = tokio::join!(
+        crate::source::preflight::run(&settings.source, settings.mode),
+        crate::sink::preflight::run(&settings.destination),
+    );
+    source.extend(destination);
+    Report { checks: source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_report_shows_fix_and_summary() {
+        let report = Report {
+            checks: vec![
+                CheckResult::ok("wal_level", "logical"),
+                CheckResult::failed("role_replication", "no REPLICATION", "ALTER USER u WITH REPLICATION;"),
+            ],
+        };
+        let text = report.render_text();
+        assert!(text.contains("FAILED   role_replication  no REPLICATION"), "{text}");
+        assert!(text.contains("fix: ALTER USER u WITH REPLICATION;"), "{text}");
+        assert!(text.contains("1 ok, 0 warning(s), 1 failed"), "{text}");
+        assert!(report.has_failures());
+        let json: serde_json::Value = serde_json::from_str(&report.render_json()).unwrap();
+        assert_eq!(json["passed"], false);
+        assert_eq!(json["checks"][1]["outcome"], "failed");
+        assert_eq!(json["checks"][0].get("fix"), None);
+    }
+}

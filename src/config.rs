@@ -1,0 +1,672 @@
+//! Typed configuration: an optional TOML file plus `PGCH__<SECTION>__<KEY>` environment
+//! overrides, so pgch runs in a container from the environment alone.
+//!
+//! Unknown keys are rejected (a typo must not silently fall back to a default), and
+//! [`Config::validate`] names the key and the rule it broke. Passwords are held in
+//! [`Secret`], whose `Debug` and `Display` never show the value.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+
+/// Default replication slot name.
+pub const DEFAULT_SLOT: &str = "pgch";
+/// Default destination database in ClickHouse.
+pub const DEFAULT_DESTINATION_DATABASE: &str = "pgch";
+/// Default ClickHouse user, as on a fresh server.
+pub const DEFAULT_DESTINATION_USER: &str = "default";
+/// Postgres' own default port.
+pub const DEFAULT_PG_PORT: u16 = 5432;
+/// Default connect timeout for both servers.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+/// Prefix of environment overrides: `PGCH__SOURCE__URL` sets `source.url`.
+pub const ENV_PREFIX: &str = "PGCH";
+
+/// Errors from loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read or did not match the schema.
+    #[error("configuration could not be loaded: {0}")]
+    Load(String),
+    /// A value broke a rule: the key and the rule are named so the user can fix it.
+    #[error("configuration key `{key}`: {rule}")]
+    Invalid { key: &'static str, rule: String },
+}
+
+fn invalid(key: &'static str, rule: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        rule: rule.into(),
+    }
+}
+
+/// A password or other secret: never printed, not even by `{:?}`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value, for the one place that must send it to a server.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Whether no secret was given (so none is sent).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+/// How the connection to Postgres uses TLS, with libpq's meaning of each mode.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP only.
+    Disable,
+    /// TLS when the server offers it, unverified; plain TCP otherwise.
+    #[default]
+    Prefer,
+    /// TLS required; the certificate is verified only when a root certificate is given.
+    Require,
+    /// TLS required; the chain must lead to the root certificate (any host name).
+    VerifyCa,
+    /// TLS required; the chain and the host name are verified.
+    VerifyFull,
+}
+
+/// What the pipeline does; `pgch check` judges the source for this mode.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Copy the tables, then stream changes from the slot (the default).
+    #[default]
+    SnapshotAndCdc,
+    /// Copy the tables once; no slot, no replication connection (a pooler port is fine).
+    SnapshotOnly,
+    /// Stream changes only, from the slot's start.
+    CdcOnly,
+}
+
+impl Mode {
+    /// Whether this mode needs a replication connection and a slot.
+    pub fn streams(self) -> bool {
+        !matches!(self, Mode::SnapshotOnly)
+    }
+}
+
+/// The `[source]` section as written by the user.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// `postgres://user:pass@host:port/db?sslmode=...`; or the separate keys below.
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub database: Option<String>,
+    pub sslmode: Option<SslMode>,
+    /// PEM file with the CA certificate(s) the server's certificate must chain to.
+    pub sslrootcert: Option<PathBuf>,
+    pub publication: Option<String>,
+    pub slot: Option<String>,
+    pub connect_timeout_secs: Option<u64>,
+}
+
+impl fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("database", &self.database)
+            .field("sslmode", &self.sslmode)
+            .field("sslrootcert", &self.sslrootcert)
+            .field("publication", &self.publication)
+            .field("slot", &self.slot)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .finish()
+    }
+}
+
+/// The `[destination]` section: the ClickHouse HTTP endpoint.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DestinationConfig {
+    pub url: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub database: Option<String>,
+}
+
+impl fmt::Debug for DestinationConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DestinationConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+/// The `[pipeline]` section.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    pub mode: Mode,
+}
+
+/// The whole file, as written; [`Config::validate`] turns it into [`Settings`].
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub source: SourceConfig,
+    pub destination: DestinationConfig,
+    pub pipeline: PipelineConfig,
+}
+
+/// Everything needed to reach Postgres, resolved from a URL or separate keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgEndpoint {
+    pub host: String,
+    pub port: u16,
+    /// Passed through untouched: PlanetScale's `user.branch` is just a user name.
+    pub user: String,
+    pub password: Secret,
+    pub database: String,
+    pub sslmode: SslMode,
+    pub sslrootcert: Option<PathBuf>,
+    pub connect_timeout: Duration,
+}
+
+impl PgEndpoint {
+    /// `host:port`, for messages that must name the server.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Validated source settings.
+#[derive(Clone, Debug)]
+pub struct SourceSettings {
+    pub endpoint: PgEndpoint,
+    pub publication: String,
+    pub slot: String,
+}
+
+/// Validated ClickHouse settings.
+#[derive(Clone, Debug)]
+pub struct DestinationSettings {
+    pub url: String,
+    pub user: String,
+    pub password: Secret,
+    pub database: String,
+    pub connect_timeout: Duration,
+}
+
+/// The validated configuration that the rest of pgch works from.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub source: SourceSettings,
+    pub destination: DestinationSettings,
+    pub mode: Mode,
+}
+
+impl Config {
+    /// Loads the optional file, then applies `PGCH__SECTION__KEY` environment overrides.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Load(format!(
+                    "the config file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(
+                config::File::from(path.to_path_buf()).format(config::FileFormat::Toml),
+            );
+        }
+        let env_map: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(env_map)),
+        );
+        let loaded = builder
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        loaded
+            .try_deserialize::<Config>()
+            .map_err(|e| ConfigError::Load(e.to_string()))
+    }
+
+    /// Checks every rule and resolves defaults; the error names the key and the rule.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let source = validate_source(&self.source)?;
+        let destination = validate_destination(&self.destination, &source.endpoint)?;
+        Ok(Settings {
+            source,
+            destination,
+            mode: self.pipeline.mode,
+        })
+    }
+}
+
+fn validate_source(src: &SourceConfig) -> Result<SourceSettings, ConfigError> {
+    let mut endpoint = match &src.url {
+        Some(url) => {
+            for (key, set) in [
+                ("source.host", src.host.is_some()),
+                ("source.port", src.port.is_some()),
+                ("source.user", src.user.is_some()),
+                ("source.database", src.database.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        key,
+                        "give either source.url or the separate host/port/user/database keys, not both",
+                    ));
+                }
+            }
+            let mut ep = parse_pg_url(url)?;
+            if let Some(pw) = &src.password {
+                if !ep.password.is_empty() {
+                    return Err(invalid(
+                        "source.password",
+                        "the password is already in source.url; give it once",
+                    ));
+                }
+                ep.password = pw.clone();
+            }
+            ep
+        }
+        None => {
+            let host = src
+                .host
+                .clone()
+                .ok_or_else(|| invalid("source.url", "required (or source.host with source.user and source.database)"))?;
+            let user = src
+                .user
+                .clone()
+                .ok_or_else(|| invalid("source.user", "required when source.host is given"))?;
+            let database = src.database.clone().unwrap_or_else(|| user.clone());
+            PgEndpoint {
+                host,
+                port: src.port.unwrap_or(DEFAULT_PG_PORT),
+                user,
+                password: src.password.clone().unwrap_or_default(),
+                database,
+                sslmode: SslMode::default(),
+                sslrootcert: None,
+                connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
+            }
+        }
+    };
+    if let Some(mode) = src.sslmode {
+        endpoint.sslmode = mode;
+    }
+    if let Some(root) = &src.sslrootcert {
+        endpoint.sslrootcert = Some(root.clone());
+    }
+    if let Some(secs) = src.connect_timeout_secs {
+        if secs == 0 {
+            return Err(invalid("source.connect_timeout_secs", "must be at least 1"));
+        }
+        endpoint.connect_timeout = Duration::from_secs(secs);
+    }
+    if matches!(endpoint.sslmode, SslMode::VerifyCa | SslMode::VerifyFull)
+        && endpoint.sslrootcert.is_none()
+    {
+        return Err(invalid(
+            "source.sslrootcert",
+            "required with sslmode verify-ca or verify-full: the PEM file of the CA that signed the server's certificate",
+        ));
+    }
+    if let Some(root) = &endpoint.sslrootcert {
+        if !root.is_file() {
+            return Err(invalid(
+                "source.sslrootcert",
+                format!("{} is not a readable file", root.display()),
+            ));
+        }
+    }
+    if endpoint.host.is_empty() {
+        return Err(invalid("source.host", "must not be empty"));
+    }
+    if endpoint.user.is_empty() {
+        return Err(invalid("source.user", "must not be empty"));
+    }
+    let publication = src
+        .publication
+        .clone()
+        .ok_or_else(|| invalid("source.publication", "required: the publication that lists the tables to replicate"))?;
+    if publication.is_empty() || publication.len() > 63 {
+        return Err(invalid("source.publication", "must be 1 to 63 bytes long"));
+    }
+    let slot = src.slot.clone().unwrap_or_else(|| DEFAULT_SLOT.to_string());
+    validate_slot_name(&slot)?;
+    Ok(SourceSettings {
+        endpoint,
+        publication,
+        slot,
+    })
+}
+
+/// Postgres accepts slot names of lower-case letters, digits and underscores only.
+fn validate_slot_name(slot: &str) -> Result<(), ConfigError> {
+    let ok_chars = slot
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if slot.is_empty() || slot.len() > 63 || !ok_chars {
+        return Err(invalid(
+            "source.slot",
+            format!("`{slot}` is not a valid slot name: use 1 to 63 lower-case letters, digits or underscores"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_pg_url(raw: &str) -> Result<PgEndpoint, ConfigError> {
+    let url = url::Url::parse(raw)
+        .map_err(|e| invalid("source.url", format!("not a valid URL ({e}); expected postgres://user:password@host:5432/database")))?;
+    if url.scheme() != "postgres" && url.scheme() != "postgresql" {
+        return Err(invalid(
+            "source.url",
+            format!("scheme `{}` is not postgres:// or postgresql://", url.scheme()),
+        ));
+    }
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| invalid("source.url", "has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let user = decode_component(url.username(), "source.url")?;
+    if user.is_empty() {
+        return Err(invalid("source.url", "has no user name"));
+    }
+    let password = decode_component(url.password().unwrap_or(""), "source.url")?;
+    let path_db = decode_component(url.path().trim_start_matches('/'), "source.url")?;
+    let database = if path_db.is_empty() {
+        user.clone()
+    } else {
+        path_db
+    };
+    let mut ep = PgEndpoint {
+        host,
+        port: url.port().unwrap_or(DEFAULT_PG_PORT),
+        user,
+        password: Secret::new(password),
+        database,
+        sslmode: SslMode::default(),
+        sslrootcert: None,
+        connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
+    };
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "sslmode" => {
+                ep.sslmode = parse_sslmode(&value)?;
+            }
+            "sslrootcert" => ep.sslrootcert = Some(PathBuf::from(value.as_ref())),
+            "connect_timeout" => {
+                let secs: u64 = value.parse().map_err(|_| {
+                    invalid("source.url", format!("connect_timeout={value} is not a number of seconds"))
+                })?;
+                ep.connect_timeout = Duration::from_secs(secs.max(1));
+            }
+            other => {
+                return Err(invalid(
+                    "source.url",
+                    format!("unsupported URL parameter `{other}` (supported: sslmode, sslrootcert, connect_timeout)"),
+                ))
+            }
+        }
+    }
+    Ok(ep)
+}
+
+fn parse_sslmode(value: &str) -> Result<SslMode, ConfigError> {
+    Ok(match value {
+        "disable" => SslMode::Disable,
+        "prefer" | "allow" => SslMode::Prefer,
+        "require" => SslMode::Require,
+        "verify-ca" => SslMode::VerifyCa,
+        "verify-full" => SslMode::VerifyFull,
+        other => {
+            return Err(invalid(
+                "source.sslmode",
+                format!("`{other}` is not one of disable, prefer, require, verify-ca, verify-full"),
+            ))
+        }
+    })
+}
+
+fn decode_component(raw: &str, key: &'static str) -> Result<String, ConfigError> {
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| invalid(key, "contains percent-encoded bytes that are not UTF-8"))
+}
+
+fn validate_destination(
+    dst: &DestinationConfig,
+    source: &PgEndpoint,
+) -> Result<DestinationSettings, ConfigError> {
+    let raw = dst
+        .url
+        .clone()
+        .ok_or_else(|| invalid("destination.url", "required: the ClickHouse HTTP endpoint, e.g. http://localhost:8123"))?;
+    let url = url::Url::parse(&raw)
+        .map_err(|e| invalid("destination.url", format!("not a valid URL ({e})")))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(invalid(
+            "destination.url",
+            format!("scheme `{}` is not http or https (pgch speaks ClickHouse's HTTP interface, port 8123 or 8443)", url.scheme()),
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "destination.url",
+            "put credentials in destination.user and destination.password, not in the URL",
+        ));
+    }
+    let database = dst
+        .database
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DESTINATION_DATABASE.to_string());
+    if database.is_empty() || database.len() > 206 {
+        return Err(invalid("destination.database", "must be 1 to 206 bytes long"));
+    }
+    Ok(DestinationSettings {
+        url: raw.trim_end_matches('/').to_string(),
+        user: dst
+            .user
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DESTINATION_USER.to_string()),
+        password: dst.password.clone().unwrap_or_default(),
+        database,
+        connect_timeout: source.connect_timeout,
+    })
+}
+
+/// Replaces the password in a URL with `***`, for logs and `Debug`.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                // set_password only fails for URLs that cannot carry one.
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparseable url>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn minimal_env() -> Vec<(String, String)> {
+        env(&[
+            ("PGCH__SOURCE__URL", "postgres://clickpipes_user.branch1:s3cr%40t@db.example:5432/app?sslmode=require"),
+            ("PGCH__SOURCE__PUBLICATION", "clickpipes"),
+            ("PGCH__DESTINATION__URL", "http://localhost:8123"),
+            ("PGCH__DESTINATION__PASSWORD", "chpass"),
+        ])
+    }
+
+    #[test]
+    fn environment_alone_is_enough() {
+        let cfg = Config::load_with_env(None, minimal_env()).unwrap();
+        let s = cfg.validate().unwrap();
+        assert_eq!(s.source.endpoint.user, "clickpipes_user.branch1");
+        assert_eq!(s.source.endpoint.password.expose(), "s3cr@t");
+        assert_eq!(s.source.endpoint.database, "app");
+        assert_eq!(s.source.endpoint.port, 5432);
+        assert_eq!(s.source.endpoint.sslmode, SslMode::Require);
+        assert_eq!(s.source.slot, DEFAULT_SLOT);
+        assert_eq!(s.destination.database, DEFAULT_DESTINATION_DATABASE);
+        assert_eq!(s.mode, Mode::SnapshotAndCdc);
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug() {
+        let cfg = Config::load_with_env(None, minimal_env()).unwrap();
+        let s = cfg.validate().unwrap();
+        for text in [format!("{cfg:?}"), format!("{s:?}")] {
+            assert!(!text.contains("s3cr"), "{text}");
+            assert!(!text.contains("chpass"), "{text}");
+            assert!(text.contains("***"), "{text}");
+        }
+    }
+
+    #[test]
+    fn file_and_env_merge_with_env_winning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pgch.toml");
+        std::fs::write(
+            &path,
+            r#"
+[source]
+host = "localhost"
+port = 6432
+user = "u"
+database = "d"
+publication = "p"
+slot = "from_file"
+[destination]
+url = "http://ch:8123"
+[pipeline]
+mode = "snapshot_only"
+"#,
+        )
+        .unwrap();
+        let cfg = Config::load_with_env(
+            Some(&path),
+            env(&[("PGCH__SOURCE__SLOT", "from_env"), ("PGCH_TEST_CLICKHOUSE_URL", "x")]),
+        )
+        .unwrap();
+        let s = cfg.validate().unwrap();
+        assert_eq!(s.source.slot, "from_env");
+        assert_eq!(s.source.endpoint.port, 6432);
+        assert_eq!(s.mode, Mode::SnapshotOnly);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::load_with_env(None, env(&[("PGCH__SOURCE__PUBLICATOIN", "p")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("publicatoin"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pgch.toml");
+        std::fs::write(&path, "[sink]\nurl = \"x\"\n").unwrap();
+        let err = Config::load_with_env(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("sink"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key_and_rule() {
+        let mut e = minimal_env();
+        e.push(("PGCH__SOURCE__SLOT".into(), "Bad-Slot".into()));
+        let err = Config::load_with_env(None, e).unwrap().validate().unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "source.slot", .. }), "{err}");
+
+        let e = env(&[("PGCH__SOURCE__URL", "postgres://u@h/d"), ("PGCH__DESTINATION__URL", "http://x")]);
+        let err = Config::load_with_env(None, e).unwrap().validate().unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "source.publication", .. }), "{err}");
+
+        let mut e = minimal_env();
+        e.retain(|(k, _)| k != "PGCH__DESTINATION__URL");
+        e.push(("PGCH__DESTINATION__URL".into(), "tcp://x:9000".into()));
+        let err = Config::load_with_env(None, e).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("destination.url"), "{err}");
+
+        let mut e = minimal_env();
+        e.push(("PGCH__SOURCE__SSLMODE".into(), "verify-full".into()));
+        let err = Config::load_with_env(None, e).unwrap().validate().unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "source.sslrootcert", .. }), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let err = Config::load_with_env(Some(Path::new("/nonexistent/pgch.toml")), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/pgch.toml"), "{err}");
+    }
+
+    #[test]
+    fn redact_url_hides_password() {
+        assert_eq!(redact_url("postgres://u:pw@h:5432/d"), "postgres://u:***@h:5432/d");
+        assert_eq!(redact_url("http://h:8123"), "http://h:8123/");
+    }
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pgch.example.toml");
+        let cfg = Config::load_with_env(Some(&path), env(&[])).unwrap();
+        cfg.validate().unwrap();
+    }
+}

@@ -1,0 +1,11 @@
+//! pgch: streams PostgreSQL into ClickHouse — an initial snapshot, then change data
+//! capture from a `pgoutput` logical replication slot.
+
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod lsn;
+pub mod sink;
+pub mod source;
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -1,0 +1,31 @@
+//! The `pgch` binary: parses the command line, sets up logging, then runs the command on
+//! a tokio runtime.
+
+use clap::Parser;
+use pgch::cli::{Cli, LogFormat, EXIT_FAILURE};
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgch: cannot start the async runtime: {e}");
+            std::process::exit(EXIT_FAILURE);
+        }
+    };
+    let code = runtime.block_on(pgch::cli::execute(cli));
+    std::process::exit(code);
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("PGCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

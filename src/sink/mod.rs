@@ -1,0 +1,4 @@
+//! Everything that talks to ClickHouse.
+
+pub mod client;
+pub mod preflight;

@@ -1,0 +1,172 @@
+//! What the publication holds: its options and its tables with their replica identity
+//! and keys, read with queries that the guide's non-superuser may run.
+
+use tokio_postgres::Client;
+
+/// A publication as `pg_publication` describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Publication {
+    pub name: String,
+    pub all_tables: bool,
+    pub insert: bool,
+    pub update: bool,
+    pub delete: bool,
+    pub truncate: bool,
+    /// `publish_via_partition_root` (Postgres 13+; always false on 12).
+    pub via_root: bool,
+}
+
+/// Replica identity (`pg_class.relreplident`): what the old key of an UPDATE/DELETE carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaIdentity {
+    Default,
+    Nothing,
+    Full,
+    Index,
+}
+
+impl ReplicaIdentity {
+    fn from_code(code: &str) -> Option<Self> {
+        Some(match code {
+            "d" => ReplicaIdentity::Default,
+            "n" => ReplicaIdentity::Nothing,
+            "f" => ReplicaIdentity::Full,
+            "i" => ReplicaIdentity::Index,
+            _ => return None,
+        })
+    }
+}
+
+/// A published table with what the checks and the copy need to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedTable {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// `r` ordinary, `p` partitioned.
+    pub relkind: String,
+    pub is_partition: bool,
+    pub replica_identity: ReplicaIdentity,
+    pub has_primary_key: bool,
+    /// Postgres ignores a DEFERRABLE primary key as replica identity.
+    pub primary_key_deferrable: bool,
+    /// Under `USING INDEX`: whether the chosen index exists.
+    pub has_identity_index: bool,
+    pub can_select: bool,
+    pub schema_usage: bool,
+    /// Row filter (Postgres 15+), as Postgres prints it.
+    pub row_filter: Option<String>,
+    /// Published columns when the publication has a column list (Postgres 15+).
+    pub column_list: Option<Vec<String>>,
+}
+
+impl PublishedTable {
+    /// `"schema"."table"`, quoted for Postgres.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+    /// `schema.table` unquoted, for messages.
+    pub fn display(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// Quotes a Postgres identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a Postgres string literal.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Reads the publication, or `None` when it does not exist.
+pub async fn publication(
+    client: &Client,
+    name: &str,
+    server_version: u32,
+) -> Result<Option<Publication>, tokio_postgres::Error> {
+    let via_root = if server_version >= 130000 {
+        "pubviaroot"
+    } else {
+        "false"
+    };
+    let sql = format!(
+        "SELECT pubname::text, puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, {via_root} \
+         FROM pg_catalog.pg_publication WHERE pubname = $1"
+    );
+    let row = client.query_opt(&sql, &[&name]).await?;
+    Ok(row.map(|r| Publication {
+        name: r.get(0),
+        all_tables: r.get(1),
+        insert: r.get(2),
+        update: r.get(3),
+        delete: r.get(4),
+        truncate: r.get(5),
+        via_root: r.get(6),
+    }))
+}
+
+/// The publication's tables, as `pg_publication_tables` lists them (leaf partitions
+/// unless `publish_via_partition_root`).
+pub async fn published_tables(
+    client: &Client,
+    publication: &str,
+    server_version: u32,
+) -> Result<Vec<PublishedTable>, tokio_postgres::Error> {
+    let (row_filter, column_list) = if server_version >= 150000 {
+        (
+            "pt.rowfilter",
+            "CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr \
+               JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid \
+               WHERE p.pubname = $1 AND pr.prrelid = c.oid AND pr.prattrs IS NOT NULL) \
+             THEN pt.attnames::text[] END",
+        )
+    } else {
+        ("NULL::text", "NULL::text[]")
+    };
+    let sql = format!(
+        "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, c.relispartition, \
+                c.relreplident::text, \
+                EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), \
+                EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k \
+                        WHERE k.conrelid = c.oid AND k.contype = 'p' AND k.condeferrable), \
+                EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisreplident), \
+                has_table_privilege(c.oid, 'SELECT'), \
+                has_schema_privilege(n.oid, 'USAGE'), \
+                {row_filter}, {column_list} \
+         FROM pg_catalog.pg_publication_tables pt \
+         JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname \
+         JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+         WHERE pt.pubname = $1 \
+         ORDER BY n.nspname, c.relname"
+    );
+    let rows = client.query(&sql, &[&publication]).await?;
+    let mut tables = Vec::with_capacity(rows.len());
+    for r in rows {
+        let ident: String = r.get(5);
+        let columns: Option<Vec<String>> = r.get(12);
+        tables.push(PublishedTable {
+            oid: r.get(0),
+            schema: r.get(1),
+            name: r.get(2),
+            relkind: r.get(3),
+            is_partition: r.get(4),
+            replica_identity: ReplicaIdentity::from_code(&ident).unwrap_or(ReplicaIdentity::Default),
+            has_primary_key: r.get(6),
+            primary_key_deferrable: r.get(7),
+            has_identity_index: r.get(8),
+            can_select: r.get(9),
+            schema_usage: r.get(10),
+            row_filter: r.get(11),
+            column_list: columns,
+        });
+    }
+    Ok(tables)
+}
+
+/// The default ClickHouse table name for a source table: `<schema>_<table>`.
+pub fn destination_name(schema: &str, table: &str) -> String {
+    format!("{schema}_{table}")
+}

@@ -1,0 +1,153 @@
+//! Ordinary SQL connections to Postgres (catalog, COPY, lag queries) through
+//! tokio-postgres, with TLS per `sslmode` and the session settings that pin Postgres'
+//! text output, so the snapshot and the stream print every value identically
+//! (DESIGN.md rule 4). The settings go in by `SET`, because transaction poolers reject
+//! some startup parameters.
+
+use std::error::Error as _;
+
+use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres::{Client, NoTls};
+
+use super::tls;
+use crate::config::{PgEndpoint, SslMode};
+
+/// The settings that change Postgres' text output, pinned on every connection.
+pub const SESSION_SETTINGS: &[(&str, &str)] = &[
+    ("DateStyle", "ISO"),
+    ("IntervalStyle", "postgres"),
+    ("TimeZone", "UTC"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+];
+
+/// Shown to Postgres in `pg_stat_activity.application_name`.
+pub const APPLICATION_NAME: &str = "pgch";
+
+/// A connection that could not be opened, described in one sentence for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ConnectError {
+    /// One sentence naming the server and the cause.
+    pub message: String,
+    /// The SQLSTATE when the server itself refused (authentication, unknown database).
+    pub sqlstate: Option<String>,
+}
+
+/// Opens an ordinary connection and pins the session settings.
+pub async fn connect(ep: &PgEndpoint) -> Result<Client, ConnectError> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&ep.host)
+        .port(ep.port)
+        .user(&ep.user)
+        .dbname(&ep.database)
+        .application_name(APPLICATION_NAME)
+        .connect_timeout(ep.connect_timeout);
+    if !ep.password.is_empty() {
+        cfg.password(ep.password.expose());
+    }
+    cfg.ssl_mode(match ep.sslmode {
+        SslMode::Disable => PgSslMode::Disable,
+        SslMode::Prefer => PgSslMode::Prefer,
+        _ => PgSslMode::Require,
+    });
+    let tls_config = tls::client_config(ep).map_err(|e| ConnectError {
+        message: format!("cannot connect to Postgres at {}: {e}", ep.address()),
+        sqlstate: None,
+    })?;
+    let client = match tls_config {
+        None => {
+            let (client, conn) = cfg.connect(NoTls).await.map_err(|e| describe(ep, &e))?;
+            tokio::spawn(drive(conn));
+            client
+        }
+        Some(tls_config) => {
+            let connector =
+                tokio_postgres_rustls::MakeRustlsConnect::new(tls_config.as_ref().clone());
+            let (client, conn) = cfg.connect(connector).await.map_err(|e| describe(ep, &e))?;
+            tokio::spawn(drive(conn));
+            client
+        }
+    };
+    client
+        .batch_execute(&session_settings_sql())
+        .await
+        .map_err(|e| describe(ep, &e))?;
+    Ok(client)
+}
+
+async fn drive<F>(conn: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "postgres connection ended");
+    }
+}
+
+/// `SET` statements for [`SESSION_SETTINGS`].
+pub fn session_settings_sql() -> String {
+    SESSION_SETTINGS
+        .iter()
+        .map(|(k, v)| format!("SET {k} = '{v}';"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Turns a tokio-postgres error into one sentence that names the server and the cause.
+pub fn describe(ep: &PgEndpoint, err: &tokio_postgres::Error) -> ConnectError {
+    let server = format!("Postgres at {}", ep.address());
+    if let Some(db) = err.as_db_error() {
+        let code = db.code().code().to_string();
+        let message = match code.as_str() {
+            "28P01" => format!(
+                "{server} rejected the password for user \"{}\" (SQLSTATE 28P01): check source.password",
+                ep.user
+            ),
+            "28000" => format!(
+                "{server} refused user \"{}\": {} (SQLSTATE 28000): check the user name and pg_hba.conf",
+                ep.user,
+                db.message()
+            ),
+            "3D000" => format!(
+                "{server} has no database \"{}\" (SQLSTATE 3D000): check source.database",
+                ep.database
+            ),
+            _ => format!("{server} refused the connection: {} (SQLSTATE {code})", db.message()),
+        };
+        return ConnectError {
+            message,
+            sqlstate: Some(code),
+        };
+    }
+    let cause = innermost_cause(err);
+    let hint = if cause.contains("refused") {
+        ": is the server running and listening there?"
+    } else if cause.contains("failed to lookup") || cause.contains("Name or service not known") {
+        ": the host name does not resolve"
+    } else if cause.contains("timed out") || cause.contains("timeout") {
+        ": no answer in time (firewall, wrong host or port?)"
+    } else if cause.contains("server does not support TLS") {
+        ": set source.sslmode = \"disable\" or \"prefer\", or enable TLS on the server"
+    } else {
+        ""
+    };
+    ConnectError {
+        message: format!("cannot connect to {server}: {cause}{hint}"),
+        sqlstate: None,
+    }
+}
+
+fn innermost_cause(err: &tokio_postgres::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text = s.to_string();
+        source = s.source();
+    }
+    if text == "error connecting to server" || text.is_empty() {
+        err.to_string()
+    } else {
+        text
+    }
+}

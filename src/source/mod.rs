@@ -1,0 +1,8 @@
+//! Everything that talks to Postgres.
+
+pub mod catalog;
+pub mod connect;
+pub mod pgoutput;
+pub mod preflight;
+pub mod tls;
+pub mod wire;

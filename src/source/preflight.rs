@@ -1,0 +1,751 @@
+//! Source checks, following what the ClickPipes / PlanetScale guide asks of a source:
+//! Postgres 12+, `wal_level = logical`, the primary, a direct (non-pooler) connection
+//! when changes are streamed, a user with `REPLICATION` and `SELECT`, a publication
+//! whose tables each have a usable replica identity, a sane `max_slot_wal_keep_size`,
+//! and room for a slot. Each problem is its own result with the fix.
+//!
+//! Every query here works for the guide's non-superuser.
+
+use tokio_postgres::Client;
+
+use super::catalog::{self, quote_ident, Publication, PublishedTable, ReplicaIdentity};
+use super::connect::{self, ConnectError};
+use super::wire::{SessionKind, WireConnection, WireError};
+use crate::check::CheckResult;
+use crate::config::{Mode, PgEndpoint, SourceSettings};
+
+/// The oldest Postgres pgch supports.
+pub const MIN_SERVER_VERSION: u32 = 120000;
+/// PlanetScale's default, which its guide tells users to raise.
+pub const SMALL_WAL_KEEP_BYTES: i64 = 4 * 1024 * 1024 * 1024;
+/// The retained WAL should cover at least this long an outage at the observed WAL rate.
+pub const MIN_WAL_KEEP_HOURS: f64 = 12.0;
+/// PSBouncer's port on PlanetScale (and PgBouncer's customary one).
+pub const POOLER_PORT: u16 = 6432;
+
+/// Runs every source check for the configured mode.
+pub async fn run(src: &SourceSettings, mode: Mode) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    let ep = &src.endpoint;
+    let client = match connect::connect(ep).await {
+        Ok(c) => {
+            out.push(CheckResult::ok(
+                "source_connection",
+                format!("{} as user \"{}\", database \"{}\"", ep.address(), ep.user, ep.database),
+            ));
+            Some(c)
+        }
+        Err(e) => {
+            out.push(connection_failure(ep, &e));
+            None
+        }
+    };
+    let unreachable = client.is_none();
+    if mode.streams() {
+        // A pooler or a non-Postgres listener may accept ordinary sessions (or fail them
+        // obscurely); the replication probe is what tells the user what to change.
+        let cause_is_network = !unreachable
+            || out.last().map(|c| is_network_failure(&c.observed)).unwrap_or(false);
+        if !unreachable || !cause_is_network {
+            out.push(replication_probe(ep).await);
+        }
+    } else {
+        out.push(CheckResult::not_applicable(
+            "replication_connection",
+            "not needed in snapshot_only mode (a pooler port such as 6432 is fine)",
+        ));
+    }
+    let Some(client) = client else {
+        return out;
+    };
+    match server_checks(&client, src, mode).await {
+        Ok(results) => out.extend(results),
+        Err(e) => out.push(CheckResult::failed(
+            "source_catalog",
+            format!("reading the catalog failed: {}", connect::describe(ep, &e)),
+            "make sure the user can read pg_catalog (it can by default)",
+        )),
+    }
+    out
+}
+
+fn is_network_failure(observed: &str) -> bool {
+    ["refused", "resolve", "no answer in time", "timed out"]
+        .iter()
+        .any(|w| observed.contains(w))
+}
+
+fn connection_failure(ep: &PgEndpoint, e: &ConnectError) -> CheckResult {
+    let fix = match e.sqlstate.as_deref() {
+        Some("28P01") => "check the user name and password (on PlanetScale the user is `user.<branch>`)".to_string(),
+        Some("28000") => "check the user name and that pg_hba.conf admits it from this host".to_string(),
+        Some("3D000") => "check source.database".to_string(),
+        _ => format!("check that Postgres listens at {} and is reachable from here", ep.address()),
+    };
+    CheckResult::failed("source_connection", e.message.clone(), fix)
+}
+
+/// Opens a walsender session and runs `IDENTIFY_SYSTEM`: the only sure way to know that
+/// this address can carry logical replication.
+async fn replication_probe(ep: &PgEndpoint) -> CheckResult {
+    let direct_fix = if ep.port == POOLER_PORT {
+        format!(
+            "logical replication needs a direct connection to the Postgres primary: use port 5432 instead of {} (PlanetScale's PSBouncer and other poolers cannot carry replication; snapshot_only mode may use them)",
+            ep.port
+        )
+    } else {
+        "logical replication needs a direct connection to the Postgres primary, e.g. port 5432, not a connection pooler (PgBouncer, PlanetScale's PSBouncer on 6432); snapshot_only mode may use a pooler".to_string()
+    };
+    let mut conn = match WireConnection::connect(ep, SessionKind::Replication).await {
+        Ok(c) => c,
+        Err(e) => return replication_failure(&e, direct_fix),
+    };
+    let result = conn.simple_query("IDENTIFY_SYSTEM").await;
+    conn.close().await;
+    match result {
+        Ok(rows) => {
+            let row = rows.first();
+            let field = |i: usize| row.and_then(|r| r.get(i)).cloned().flatten().unwrap_or_default();
+            CheckResult::ok(
+                "replication_connection",
+                format!(
+                    "walsender answered IDENTIFY_SYSTEM: system {}, timeline {}, WAL at {}",
+                    field(0),
+                    field(1),
+                    field(2)
+                ),
+            )
+        }
+        Err(e) => replication_failure(&e, direct_fix),
+    }
+}
+
+fn replication_failure(e: &WireError, direct_fix: String) -> CheckResult {
+    let (observed, fix) = match e {
+        WireError::Server { sqlstate, message, .. } if sqlstate == "42501" => (
+            format!("the server refused a replication session: {message}"),
+            "grant the user REPLICATION: ALTER USER <user> WITH REPLICATION;".to_string(),
+        ),
+        WireError::Server { sqlstate, message, .. }
+            if sqlstate == "28000" && message.contains("replication") =>
+        {
+            (
+                format!("the server refused a replication session: {message}"),
+                "allow the user in pg_hba.conf for this database (managed services do this for users with REPLICATION)".to_string(),
+            )
+        }
+        WireError::Server { sqlstate, .. } if sqlstate == "28P01" => {
+            (e.to_string(), "check the user name and password".to_string())
+        }
+        WireError::Server { .. } | WireError::Protocol { .. } => (
+            format!("this address cannot carry replication: {e}"),
+            direct_fix,
+        ),
+        _ => (e.to_string(), direct_fix),
+    };
+    CheckResult::failed("replication_connection", observed, fix)
+}
+
+async fn server_checks(
+    client: &Client,
+    src: &SourceSettings,
+    mode: Mode,
+) -> Result<Vec<CheckResult>, tokio_postgres::Error> {
+    let mut out = Vec::new();
+    let version_num: u32 = show(client, "server_version_num")
+        .await?
+        .parse()
+        .unwrap_or(0);
+    let version_text = show(client, "server_version").await?;
+    out.push(judge_server_version(version_num, &version_text));
+    if version_num < MIN_SERVER_VERSION {
+        return Ok(out);
+    }
+    let wal_level = show(client, "wal_level").await?;
+    out.push(judge_wal_level(&wal_level));
+    let in_recovery: bool = client.query_one("SELECT pg_is_in_recovery()", &[]).await?.get(0);
+    out.push(judge_primary(in_recovery));
+    out.push(role_check(client, mode).await?);
+    let publication = catalog::publication(client, &src.publication, version_num).await?;
+    let Some(publication) = publication else {
+        out.push(CheckResult::failed(
+            "publication",
+            format!("publication \"{}\" does not exist in this database", src.publication),
+            format!(
+                "CREATE PUBLICATION {} FOR TABLE <tables>; (or FOR TABLES IN SCHEMA <schema> on Postgres 15+), connected to database \"{}\"",
+                quote_ident(&src.publication),
+                src.endpoint.database
+            ),
+        ));
+        out.extend(slot_checks(client, src, mode, version_num).await?);
+        out.push(wal_keep_check(client, version_num).await?);
+        return Ok(out);
+    };
+    out.push(CheckResult::ok("publication", describe_publication(&publication)));
+    out.push(judge_publication_actions(&publication));
+    let tables = catalog::published_tables(client, &src.publication, version_num).await?;
+    out.extend(table_checks(&publication, &tables, &src.endpoint.user, version_num));
+    out.extend(slot_checks(client, src, mode, version_num).await?);
+    out.push(wal_keep_check(client, version_num).await?);
+    Ok(out)
+}
+
+async fn show(client: &Client, setting: &str) -> Result<String, tokio_postgres::Error> {
+    let row = client
+        .query_one("SELECT current_setting($1)", &[&setting])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Judges `server_version_num` against [`MIN_SERVER_VERSION`].
+pub fn judge_server_version(num: u32, text: &str) -> CheckResult {
+    if num >= MIN_SERVER_VERSION {
+        CheckResult::ok("server_version", format!("Postgres {text}"))
+    } else {
+        CheckResult::failed(
+            "server_version",
+            format!("Postgres {text} is too old: pgch needs Postgres 12 or newer"),
+            "upgrade Postgres to 12 or newer",
+        )
+    }
+}
+
+/// `wal_level` must be `logical` for a slot to decode changes.
+pub fn judge_wal_level(level: &str) -> CheckResult {
+    if level == "logical" {
+        CheckResult::ok("wal_level", "logical")
+    } else {
+        CheckResult::failed(
+            "wal_level",
+            format!("wal_level is {level}; logical replication needs logical"),
+            "ALTER SYSTEM SET wal_level = logical; then restart Postgres (on PlanetScale: Cluster configuration → Parameters → Write-ahead log; the instance restarts)",
+        )
+    }
+}
+
+/// Only the primary may be used (the guide: replicas are not supported).
+pub fn judge_primary(in_recovery: bool) -> CheckResult {
+    if in_recovery {
+        CheckResult::failed(
+            "primary",
+            "connected to a standby (pg_is_in_recovery() is true)",
+            "point pgch at the primary: replicas are not supported as a source",
+        )
+    } else {
+        CheckResult::ok("primary", "connected to the primary")
+    }
+}
+
+async fn role_check(client: &Client, mode: Mode) -> Result<CheckResult, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text, rolreplication, rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await?;
+    let (user, replication, superuser): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    Ok(if !mode.streams() {
+        CheckResult::not_applicable("role_replication", "not needed in snapshot_only mode")
+    } else if superuser {
+        CheckResult::ok("role_replication", format!("\"{user}\" is a superuser (a dedicated user with REPLICATION is recommended)"))
+    } else if replication {
+        CheckResult::ok("role_replication", format!("\"{user}\" has REPLICATION"))
+    } else {
+        CheckResult::failed(
+            "role_replication",
+            format!("\"{user}\" has neither REPLICATION nor superuser"),
+            format!("ALTER USER {} WITH REPLICATION; (as an admin user, e.g. postgres.<branch> on PlanetScale)", quote_ident(&user)),
+        )
+    })
+}
+
+fn describe_publication(p: &Publication) -> String {
+    format!(
+        "\"{}\" exists{}{}",
+        p.name,
+        if p.all_tables { " (FOR ALL TABLES)" } else { "" },
+        if p.via_root { ", publish_via_partition_root" } else { "" }
+    )
+}
+
+/// Missing actions mean changes that never reach ClickHouse.
+pub fn judge_publication_actions(p: &Publication) -> CheckResult {
+    let missing: Vec<&str> = [
+        ("insert", p.insert),
+        ("update", p.update),
+        ("delete", p.delete),
+        ("truncate", p.truncate),
+    ]
+    .iter()
+    .filter(|(_, on)| !on)
+    .map(|(name, _)| *name)
+    .collect();
+    if missing.is_empty() {
+        return CheckResult::ok("publication_actions", "publishes insert, update, delete, truncate");
+    }
+    CheckResult::warning(
+        "publication_actions",
+        format!(
+            "publication does not publish {}: those changes never reach ClickHouse and the tables drift apart",
+            missing.join(", ")
+        ),
+        format!(
+            "ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate');",
+            quote_ident(&p.name)
+        ),
+    )
+}
+
+/// Per-table checks: there are tables, they can be read, they have a usable key, their
+/// destination names do not collide, partitioned tables go through their root.
+pub fn table_checks(
+    publication: &Publication,
+    tables: &[PublishedTable],
+    user: &str,
+    server_version: u32,
+) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    if tables.is_empty() {
+        out.push(CheckResult::failed(
+            "publication_tables",
+            format!("publication \"{}\" lists no tables", publication.name),
+            format!("ALTER PUBLICATION {} ADD TABLE <tables>;", quote_ident(&publication.name)),
+        ));
+        return out;
+    }
+    let names: Vec<String> = tables.iter().map(PublishedTable::display).collect();
+    out.push(CheckResult::ok(
+        "publication_tables",
+        format!("{} table(s): {}", tables.len(), abbreviate(&names, 10)),
+    ));
+    out.extend(privilege_checks(tables, user));
+    out.extend(replica_identity_checks(tables));
+    out.extend(partition_checks(publication, tables, server_version));
+    out.push(name_collision_check(tables));
+    out.extend(filter_reports(tables));
+    out
+}
+
+fn abbreviate(items: &[String], max: usize) -> String {
+    if items.len() <= max {
+        items.join(", ")
+    } else {
+        format!("{}, … and {} more", items[..max].join(", "), items.len() - max)
+    }
+}
+
+fn privilege_checks(tables: &[PublishedTable], user: &str) -> Vec<CheckResult> {
+    let missing: Vec<&PublishedTable> = tables.iter().filter(|t| !t.can_select || !t.schema_usage).collect();
+    if missing.is_empty() {
+        return vec![CheckResult::ok("select_privilege", "SELECT on every published table")];
+    }
+    missing
+        .iter()
+        .map(|t| {
+            let what = if t.schema_usage { "SELECT on the table" } else { "USAGE on its schema" };
+            CheckResult::failed(
+                "select_privilege",
+                format!("\"{user}\" lacks {what} {}", t.display()),
+                format!(
+                    "GRANT USAGE ON SCHEMA {s} TO {u}; GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {u}; ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT SELECT ON TABLES TO {u};",
+                    s = quote_ident(&t.schema),
+                    u = quote_ident(user)
+                ),
+            )
+        })
+        .collect()
+}
+
+fn replica_identity_checks(tables: &[PublishedTable]) -> Vec<CheckResult> {
+    let mut out: Vec<CheckResult> = tables.iter().filter_map(judge_replica_identity).collect();
+    if out.iter().all(|c| c.outcome != crate::check::Outcome::Failed) {
+        out.insert(0, CheckResult::ok("replica_identity", "every published table has a usable replica identity"));
+    }
+    out
+}
+
+/// A table's replica identity decides whether updates and deletes carry a key.
+pub fn judge_replica_identity(t: &PublishedTable) -> Option<CheckResult> {
+    let both_fixes = format!(
+        "ALTER TABLE {q} ADD PRIMARY KEY (<columns>); or ALTER TABLE {q} REPLICA IDENTITY FULL;",
+        q = t.qualified()
+    );
+    match t.replica_identity {
+        ReplicaIdentity::Full if !t.has_primary_key => Some(CheckResult::warning(
+            "replica_identity",
+            format!("{} has no primary key and REPLICA IDENTITY FULL: ClickHouse orders it by all its columns, and rows that are ever equal collapse into one", t.display()),
+            format!("add a primary key if the table has one: ALTER TABLE {} ADD PRIMARY KEY (<columns>);", t.qualified()),
+        )),
+        ReplicaIdentity::Full => None,
+        ReplicaIdentity::Index if t.has_identity_index => None,
+        ReplicaIdentity::Index => Some(CheckResult::failed(
+            "replica_identity",
+            format!("{} has REPLICA IDENTITY USING INDEX, but the index is gone", t.display()),
+            both_fixes,
+        )),
+        ReplicaIdentity::Default if t.has_primary_key && t.primary_key_deferrable => Some(CheckResult::failed(
+            "replica_identity",
+            format!("{}: its primary key is DEFERRABLE, which Postgres cannot use as replica identity, so updates and deletes carry no key", t.display()),
+            format!(
+                "make the primary key NOT DEFERRABLE (ALTER TABLE {q} ALTER CONSTRAINT <pkey> NOT DEFERRABLE on Postgres 18+, else drop and re-add it), or ALTER TABLE {q} REPLICA IDENTITY FULL;",
+                q = t.qualified()
+            ),
+        )),
+        ReplicaIdentity::Default if t.has_primary_key => None,
+        ReplicaIdentity::Default => Some(CheckResult::failed(
+            "replica_identity",
+            format!("{} has neither a primary key nor REPLICA IDENTITY FULL: its updates and deletes cannot be replicated", t.display()),
+            both_fixes,
+        )),
+        ReplicaIdentity::Nothing => Some(CheckResult::failed(
+            "replica_identity",
+            format!("{} has REPLICA IDENTITY NOTHING: its updates and deletes cannot be replicated", t.display()),
+            both_fixes,
+        )),
+    }
+}
+
+fn partition_checks(p: &Publication, tables: &[PublishedTable], server_version: u32) -> Vec<CheckResult> {
+    let leaves: Vec<String> = tables.iter().filter(|t| t.is_partition).map(PublishedTable::display).collect();
+    if leaves.is_empty() || p.via_root {
+        return Vec::new();
+    }
+    if server_version < 130000 {
+        return vec![CheckResult::warning(
+            "partitioned_tables",
+            format!("partitions published as separate tables: {} (Postgres 12 cannot publish through the partition root)", abbreviate(&leaves, 10)),
+            "each partition becomes its own ClickHouse table; upgrade to Postgres 13+ and set publish_via_partition_root = true to replicate the parent as one table",
+        )];
+    }
+    vec![CheckResult::failed(
+        "partitioned_tables",
+        format!("partitions are published without publish_via_partition_root: {}", abbreviate(&leaves, 10)),
+        format!("ALTER PUBLICATION {} SET (publish_via_partition_root = true);", quote_ident(&p.name)),
+    )]
+}
+
+/// Two source tables must not map to the same ClickHouse table (`a_b.c` and `a.b_c`).
+pub fn name_collision_check(tables: &[PublishedTable]) -> CheckResult {
+    let mut by_dest: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for t in tables {
+        by_dest
+            .entry(catalog::destination_name(&t.schema, &t.name))
+            .or_default()
+            .push(t.display());
+    }
+    let collisions: Vec<String> = by_dest
+        .iter()
+        .filter(|(_, sources)| sources.len() > 1)
+        .map(|(dest, sources)| format!("{} all map to {dest}", sources.join(" and ")))
+        .collect();
+    if collisions.is_empty() {
+        CheckResult::ok("destination_names", "every table maps to its own ClickHouse table")
+    } else {
+        CheckResult::failed(
+            "destination_names",
+            format!("destination names collide: {}", collisions.join("; ")),
+            "rename one of the tables, or publish only one of them",
+        )
+    }
+}
+
+fn filter_reports(tables: &[PublishedTable]) -> Vec<CheckResult> {
+    tables
+        .iter()
+        .filter(|t| t.row_filter.is_some() || t.column_list.is_some())
+        .map(|t| {
+            let mut parts = Vec::new();
+            if let Some(f) = &t.row_filter {
+                parts.push(format!("row filter {f}"));
+            }
+            if let Some(cols) = &t.column_list {
+                parts.push(format!("columns ({})", cols.join(", ")));
+            }
+            CheckResult::ok(
+                "publication_filters",
+                format!("{}: {} (the copy applies them as the stream does)", t.display(), parts.join("; ")),
+            )
+        })
+        .collect()
+}
+
+async fn slot_checks(
+    client: &Client,
+    src: &SourceSettings,
+    mode: Mode,
+    server_version: u32,
+) -> Result<Vec<CheckResult>, tokio_postgres::Error> {
+    if !mode.streams() {
+        return Ok(vec![CheckResult::not_applicable("replication_slot", "snapshot_only mode uses no slot")]);
+    }
+    let wal_status = if server_version >= 130000 { "wal_status::text" } else { "NULL::text" };
+    let sql = format!(
+        "SELECT slot_type::text, plugin::text, database::text, active, {wal_status}, confirmed_flush_lsn::text \
+         FROM pg_catalog.pg_replication_slots WHERE slot_name = $1"
+    );
+    let mut out = Vec::new();
+    if let Some(r) = client.query_opt(&sql, &[&src.slot]).await? {
+        let (slot_type, plugin, database, active, status, confirmed): (
+            String,
+            Option<String>,
+            Option<String>,
+            bool,
+            Option<String>,
+            Option<String>,
+        ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+        out.push(judge_existing_slot(
+            &src.slot,
+            &src.endpoint.database,
+            &slot_type,
+            plugin.as_deref(),
+            database.as_deref(),
+            active,
+            status.as_deref(),
+            confirmed.as_deref(),
+        ));
+    } else {
+        let used: i64 = client
+            .query_one("SELECT count(*) FROM pg_catalog.pg_replication_slots", &[])
+            .await?
+            .get(0);
+        let max: i64 = show(client, "max_replication_slots").await?.parse().unwrap_or(0);
+        out.push(if used >= max {
+            CheckResult::failed(
+                "replication_slot",
+                format!("slot \"{}\" does not exist and cannot be created: {used} of max_replication_slots = {max} are in use", src.slot),
+                "drop an unused slot (SELECT pg_drop_replication_slot('<name>');) or raise max_replication_slots (needs a restart)",
+            )
+        } else {
+            CheckResult::ok(
+                "replication_slot",
+                format!("slot \"{}\" will be created ({used} of {max} slots in use)", src.slot),
+            )
+        });
+    }
+    let senders: i64 = client
+        .query_one("SELECT count(*) FROM pg_catalog.pg_stat_replication", &[])
+        .await?
+        .get(0);
+    let max_senders: i64 = show(client, "max_wal_senders").await?.parse().unwrap_or(0);
+    out.push(if senders >= max_senders {
+        CheckResult::failed(
+            "wal_senders",
+            format!("{senders} of max_wal_senders = {max_senders} are in use"),
+            "raise max_wal_senders (needs a restart) or stop an unused replication client",
+        )
+    } else {
+        CheckResult::ok("wal_senders", format!("{senders} of max_wal_senders = {max_senders} in use"))
+    });
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn judge_existing_slot(
+    slot: &str,
+    our_database: &str,
+    slot_type: &str,
+    plugin: Option<&str>,
+    database: Option<&str>,
+    active: bool,
+    wal_status: Option<&str>,
+    confirmed: Option<&str>,
+) -> CheckResult {
+    let pick_other = "pick another source.slot, or drop it if nothing uses it: SELECT pg_drop_replication_slot('<name>');";
+    if slot_type != "logical" || plugin != Some("pgoutput") {
+        return CheckResult::failed(
+            "replication_slot",
+            format!("slot \"{slot}\" exists but is {slot_type} with plugin {}, not logical pgoutput", plugin.unwrap_or("none")),
+            pick_other,
+        );
+    }
+    if database != Some(our_database) {
+        return CheckResult::failed(
+            "replication_slot",
+            format!("slot \"{slot}\" exists but belongs to database {}", database.unwrap_or("?")),
+            pick_other,
+        );
+    }
+    if wal_status == Some("lost") {
+        return CheckResult::failed(
+            "replication_slot",
+            format!("slot \"{slot}\" was invalidated (wal_status = lost): the WAL it needed is gone"),
+            "resync required: `pgch resync` makes a new slot and copies every table again",
+        );
+    }
+    if active {
+        return CheckResult::warning(
+            "replication_slot",
+            format!("slot \"{slot}\" is in use by another process right now"),
+            "stop the other consumer of this slot, or pick another source.slot",
+        );
+    }
+    CheckResult::ok(
+        "replication_slot",
+        format!(
+            "slot \"{slot}\" exists (confirmed_flush_lsn {}{})",
+            confirmed.unwrap_or("?"),
+            wal_status.map(|s| format!(", wal_status {s}")).unwrap_or_default()
+        ),
+    )
+}
+
+async fn wal_keep_check(client: &Client, server_version: u32) -> Result<CheckResult, tokio_postgres::Error> {
+    if server_version < 130000 {
+        return Ok(CheckResult::not_applicable(
+            "max_slot_wal_keep_size",
+            "n/a on Postgres 12 (no such setting: a slot retains WAL without limit, so watch disk space)",
+        ));
+    }
+    let mb: i64 = show(client, "max_slot_wal_keep_size")
+        .await
+        .map(|s| parse_size_mb(&s))?
+        .unwrap_or(-1);
+    let rate = if server_version >= 140000 {
+        let row = client
+            .query_one(
+                "SELECT wal_bytes::float8, extract(epoch FROM now() - coalesce(stats_reset, pg_postmaster_start_time()))::float8 FROM pg_catalog.pg_stat_wal",
+                &[],
+            )
+            .await?;
+        let (bytes, secs): (f64, f64) = (row.get(0), row.get(1));
+        (secs > 60.0).then(|| bytes / secs)
+    } else {
+        None
+    };
+    Ok(judge_wal_keep(mb, rate))
+}
+
+/// Reads `current_setting('max_slot_wal_keep_size')` (`-1`, `4GB`, `1024MB`, `512kB`) as MB.
+pub fn parse_size_mb(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if text == "-1" {
+        return Some(-1);
+    }
+    let digits: String = text.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let n: i64 = digits.parse().ok()?;
+    let unit = text[digits.len()..].trim();
+    Some(match unit {
+        "" | "MB" => n,
+        "kB" => n / 1024,
+        "GB" => n * 1024,
+        "TB" => n * 1024 * 1024,
+        _ => return None,
+    })
+}
+
+/// Judges `max_slot_wal_keep_size` (MB, -1 unlimited) against the average WAL rate.
+pub fn judge_wal_keep(mb: i64, wal_bytes_per_sec: Option<f64>) -> CheckResult {
+    let raise = "raise max_slot_wal_keep_size so it covers your peak WAL over the longest outage you must survive (on PlanetScale: Cluster configuration → Parameters → Write-ahead log)";
+    if mb < 0 {
+        return CheckResult::warning(
+            "max_slot_wal_keep_size",
+            "-1 (unlimited): a stalled slot keeps WAL until the disk fills",
+            "set a limit large enough for the longest outage you must survive, and alert on pgch_slot_retained_wal_ratio",
+        );
+    }
+    let bytes = mb * 1024 * 1024;
+    let hours = wal_bytes_per_sec.filter(|r| *r > 0.0).map(|r| bytes as f64 / r / 3600.0);
+    let rate_text = match (wal_bytes_per_sec, hours) {
+        (Some(r), Some(h)) => format!("; average WAL rate {:.2} MB/s, so it covers about {h:.1} h", r / 1_048_576.0),
+        _ => String::new(),
+    };
+    let observed = format!("{}{rate_text}", human_mb(mb));
+    if bytes <= SMALL_WAL_KEEP_BYTES {
+        return CheckResult::warning(
+            "max_slot_wal_keep_size",
+            format!("{observed}: small — the slot is invalidated (and a full resync needed) once pgch falls this far behind"),
+            raise,
+        );
+    }
+    if let Some(h) = hours.filter(|h| *h < MIN_WAL_KEEP_HOURS) {
+        return CheckResult::warning(
+            "max_slot_wal_keep_size",
+            format!("{observed}: less than {MIN_WAL_KEEP_HOURS} h of WAL ({h:.1} h)"),
+            raise,
+        );
+    }
+    CheckResult::ok("max_slot_wal_keep_size", observed)
+}
+
+fn human_mb(mb: i64) -> String {
+    if mb >= 1024 && mb % 1024 == 0 {
+        format!("{} GB", mb / 1024)
+    } else {
+        format!("{mb} MB")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::Outcome;
+
+    fn table(schema: &str, name: &str) -> PublishedTable {
+        PublishedTable {
+            oid: 1,
+            schema: schema.into(),
+            name: name.into(),
+            relkind: "r".into(),
+            is_partition: false,
+            replica_identity: ReplicaIdentity::Default,
+            has_primary_key: true,
+            primary_key_deferrable: false,
+            has_identity_index: false,
+            can_select: true,
+            schema_usage: true,
+            row_filter: None,
+            column_list: None,
+        }
+    }
+
+    #[test]
+    fn version_logic_needs_12() {
+        assert_eq!(judge_server_version(110022, "11.22").outcome, Outcome::Failed);
+        assert_eq!(judge_server_version(120000, "12.0").outcome, Outcome::Ok);
+        assert_eq!(judge_server_version(180001, "18.1").outcome, Outcome::Ok);
+    }
+
+    #[test]
+    fn sizes_parse_into_megabytes() {
+        assert_eq!(parse_size_mb("-1"), Some(-1));
+        assert_eq!(parse_size_mb("4GB"), Some(4096));
+        assert_eq!(parse_size_mb("100MB"), Some(100));
+        assert_eq!(parse_size_mb("2048kB"), Some(2));
+        assert_eq!(parse_size_mb("1TB"), Some(1024 * 1024));
+        assert_eq!(parse_size_mb("x"), None);
+    }
+
+    #[test]
+    fn wal_keep_warns_when_unlimited_small_or_short() {
+        assert_eq!(judge_wal_keep(-1, None).outcome, Outcome::Warning);
+        assert_eq!(judge_wal_keep(4096, None).outcome, Outcome::Warning);
+        assert_eq!(judge_wal_keep(100 * 1024, None).outcome, Outcome::Ok);
+        // 100 GB at 10 MB/s is under 3 hours.
+        let short = judge_wal_keep(100 * 1024, Some(10.0 * 1_048_576.0));
+        assert_eq!(short.outcome, Outcome::Warning, "{}", short.observed);
+    }
+
+    #[test]
+    fn keys_are_judged_per_replica_identity() {
+        assert!(judge_replica_identity(&table("public", "t")).is_none());
+        let mut deferrable = table("public", "d");
+        deferrable.primary_key_deferrable = true;
+        assert_eq!(judge_replica_identity(&deferrable).unwrap().outcome, Outcome::Failed);
+        let mut keyless = table("public", "k");
+        keyless.has_primary_key = false;
+        let r = judge_replica_identity(&keyless).unwrap();
+        assert_eq!(r.outcome, Outcome::Failed);
+        let fix = r.fix.unwrap();
+        assert!(fix.contains("ADD PRIMARY KEY") && fix.contains("REPLICA IDENTITY FULL"), "{fix}");
+        keyless.replica_identity = ReplicaIdentity::Full;
+        assert_eq!(judge_replica_identity(&keyless).unwrap().outcome, Outcome::Warning);
+    }
+
+    #[test]
+    fn colliding_destination_names_fail() {
+        let r = name_collision_check(&[table("a_b", "c"), table("a", "b_c"), table("x", "y")]);
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert!(r.observed.contains("a_b.c and a.b_c all map to a_b_c"), "{}", r.observed);
+        assert_eq!(name_collision_check(&[table("a", "b")]).outcome, Outcome::Ok);
+    }
+}
