@@ -53,7 +53,11 @@ impl CheckResult {
         }
     }
     /// A check that passed with a caveat the user should act on.
-    pub fn warning(name: &'static str, observed: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub fn warning(
+        name: &'static str,
+        observed: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
         Self {
             name,
             outcome: Outcome::Warning,
@@ -162,12 +166,22 @@ mod tests {
         let report = Report {
             checks: vec![
                 CheckResult::ok("wal_level", "logical"),
-                CheckResult::failed("role_replication", "no REPLICATION", "ALTER USER u WITH REPLICATION;"),
+                CheckResult::failed(
+                    "role_replication",
+                    "no REPLICATION",
+                    "ALTER USER u WITH REPLICATION;",
+                ),
             ],
         };
         let text = report.render_text();
-        assert!(text.contains("FAILED   role_replication  no REPLICATION"), "{text}");
-        assert!(text.contains("fix: ALTER USER u WITH REPLICATION;"), "{text}");
+        assert!(
+            text.contains("FAILED   role_replication  no REPLICATION"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fix: ALTER USER u WITH REPLICATION;"),
+            "{text}"
+        );
         assert!(text.contains("1 ok, 0 warning(s), 1 failed"), "{text}");
         assert!(report.has_failures());
         let json: serde_json::Value = serde_json::from_str(&report.render_json()).unwrap();

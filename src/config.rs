@@ -313,10 +313,12 @@ fn validate_source(src: &SourceConfig) -> Result<SourceSettings, ConfigError> {
             ep
         }
         None => {
-            let host = src
-                .host
-                .clone()
-                .ok_or_else(|| invalid("source.url", "required (or source.host with source.user and source.database)"))?;
+            let host = src.host.clone().ok_or_else(|| {
+                invalid(
+                    "source.url",
+                    "required (or source.host with source.user and source.database)",
+                )
+            })?;
             let user = src
                 .user
                 .clone()
@@ -368,10 +370,12 @@ fn validate_source(src: &SourceConfig) -> Result<SourceSettings, ConfigError> {
     if endpoint.user.is_empty() {
         return Err(invalid("source.user", "must not be empty"));
     }
-    let publication = src
-        .publication
-        .clone()
-        .ok_or_else(|| invalid("source.publication", "required: the publication that lists the tables to replicate"))?;
+    let publication = src.publication.clone().ok_or_else(|| {
+        invalid(
+            "source.publication",
+            "required: the publication that lists the tables to replicate",
+        )
+    })?;
     if publication.is_empty() || publication.len() > 63 {
         return Err(invalid("source.publication", "must be 1 to 63 bytes long"));
     }
@@ -399,12 +403,19 @@ fn validate_slot_name(slot: &str) -> Result<(), ConfigError> {
 }
 
 fn parse_pg_url(raw: &str) -> Result<PgEndpoint, ConfigError> {
-    let url = url::Url::parse(raw)
-        .map_err(|e| invalid("source.url", format!("not a valid URL ({e}); expected postgres://user:password@host:5432/database")))?;
+    let url = url::Url::parse(raw).map_err(|e| {
+        invalid(
+            "source.url",
+            format!("not a valid URL ({e}); expected postgres://user:password@host:5432/database"),
+        )
+    })?;
     if url.scheme() != "postgres" && url.scheme() != "postgresql" {
         return Err(invalid(
             "source.url",
-            format!("scheme `{}` is not postgres:// or postgresql://", url.scheme()),
+            format!(
+                "scheme `{}` is not postgres:// or postgresql://",
+                url.scheme()
+            ),
         ));
     }
     let host = url
@@ -485,10 +496,12 @@ fn validate_destination(
     dst: &DestinationConfig,
     source: &PgEndpoint,
 ) -> Result<DestinationSettings, ConfigError> {
-    let raw = dst
-        .url
-        .clone()
-        .ok_or_else(|| invalid("destination.url", "required: the ClickHouse HTTP endpoint, e.g. http://localhost:8123"))?;
+    let raw = dst.url.clone().ok_or_else(|| {
+        invalid(
+            "destination.url",
+            "required: the ClickHouse HTTP endpoint, e.g. http://localhost:8123",
+        )
+    })?;
     let url = url::Url::parse(&raw)
         .map_err(|e| invalid("destination.url", format!("not a valid URL ({e})")))?;
     if url.scheme() != "http" && url.scheme() != "https" {
@@ -508,7 +521,10 @@ fn validate_destination(
         .clone()
         .unwrap_or_else(|| DEFAULT_DESTINATION_DATABASE.to_string());
     if database.is_empty() || database.len() > 206 {
-        return Err(invalid("destination.database", "must be 1 to 206 bytes long"));
+        return Err(invalid(
+            "destination.database",
+            "must be 1 to 206 bytes long",
+        ));
     }
     Ok(DestinationSettings {
         url: raw.trim_end_matches('/').to_string(),
@@ -549,7 +565,10 @@ mod tests {
 
     fn minimal_env() -> Vec<(String, String)> {
         env(&[
-            ("PGCH__SOURCE__URL", "postgres://clickpipes_user.branch1:s3cr%40t@db.example:5432/app?sslmode=require"),
+            (
+                "PGCH__SOURCE__URL",
+                "postgres://clickpipes_user.branch1:s3cr%40t@db.example:5432/app?sslmode=require",
+            ),
             ("PGCH__SOURCE__PUBLICATION", "clickpipes"),
             ("PGCH__DESTINATION__URL", "http://localhost:8123"),
             ("PGCH__DESTINATION__PASSWORD", "chpass"),
@@ -604,7 +623,10 @@ mode = "snapshot_only"
         .unwrap();
         let cfg = Config::load_with_env(
             Some(&path),
-            env(&[("PGCH__SOURCE__SLOT", "from_env"), ("PGCH_TEST_CLICKHOUSE_URL", "x")]),
+            env(&[
+                ("PGCH__SOURCE__SLOT", "from_env"),
+                ("PGCH_TEST_CLICKHOUSE_URL", "x"),
+            ]),
         )
         .unwrap();
         let s = cfg.validate().unwrap();
@@ -622,7 +644,9 @@ mode = "snapshot_only"
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pgch.toml");
         std::fs::write(&path, "[sink]\nurl = \"x\"\n").unwrap();
-        let err = Config::load_with_env(Some(&path), env(&[])).unwrap_err().to_string();
+        let err = Config::load_with_env(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sink"), "{err}");
     }
 
@@ -630,23 +654,65 @@ mode = "snapshot_only"
     fn validation_names_the_key_and_rule() {
         let mut e = minimal_env();
         e.push(("PGCH__SOURCE__SLOT".into(), "Bad-Slot".into()));
-        let err = Config::load_with_env(None, e).unwrap().validate().unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { key: "source.slot", .. }), "{err}");
+        let err = Config::load_with_env(None, e)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "source.slot",
+                    ..
+                }
+            ),
+            "{err}"
+        );
 
-        let e = env(&[("PGCH__SOURCE__URL", "postgres://u@h/d"), ("PGCH__DESTINATION__URL", "http://x")]);
-        let err = Config::load_with_env(None, e).unwrap().validate().unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { key: "source.publication", .. }), "{err}");
+        let e = env(&[
+            ("PGCH__SOURCE__URL", "postgres://u@h/d"),
+            ("PGCH__DESTINATION__URL", "http://x"),
+        ]);
+        let err = Config::load_with_env(None, e)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "source.publication",
+                    ..
+                }
+            ),
+            "{err}"
+        );
 
         let mut e = minimal_env();
         e.retain(|(k, _)| k != "PGCH__DESTINATION__URL");
         e.push(("PGCH__DESTINATION__URL".into(), "tcp://x:9000".into()));
-        let err = Config::load_with_env(None, e).unwrap().validate().unwrap_err();
+        let err = Config::load_with_env(None, e)
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert!(err.to_string().contains("destination.url"), "{err}");
 
         let mut e = minimal_env();
         e.push(("PGCH__SOURCE__SSLMODE".into(), "verify-full".into()));
-        let err = Config::load_with_env(None, e).unwrap().validate().unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { key: "source.sslrootcert", .. }), "{err}");
+        let err = Config::load_with_env(None, e)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "source.sslrootcert",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -659,7 +725,10 @@ mode = "snapshot_only"
 
     #[test]
     fn redact_url_hides_password() {
-        assert_eq!(redact_url("postgres://u:pw@h:5432/d"), "postgres://u:***@h:5432/d");
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/d"),
+            "postgres://u:***@h:5432/d"
+        );
         assert_eq!(redact_url("http://h:8123"), "http://h:8123/");
     }
 

@@ -166,7 +166,10 @@ mod tests {
             exception_code("Code: 516. DB::Exception: default: Authentication failed"),
             Some(516)
         );
-        assert_eq!(exception_code("Code: 60. DB::Exception: Table x doesn't exist"), Some(60));
+        assert_eq!(
+            exception_code("Code: 60. DB::Exception: Table x doesn't exist"),
+            Some(60)
+        );
         assert_eq!(exception_code("garbage"), None);
     }
 }

@@ -25,7 +25,10 @@ pub async fn run(settings: &DestinationSettings) -> Vec<CheckResult> {
         format!("{} as user \"{}\"", settings.url, settings.user),
     ));
     out.push(judge_version(&version));
-    if out.iter().any(|c| c.outcome == crate::check::Outcome::Failed) {
+    if out
+        .iter()
+        .any(|c| c.outcome == crate::check::Outcome::Failed)
+    {
         return out;
     }
     out.push(database_check(&ch, settings).await);
@@ -88,7 +91,13 @@ async fn database_check(ch: &clickhouse::Client, settings: &DestinationSettings)
             return CheckResult::ok("clickhouse_database", format!("database {db} exists"))
         }
         Ok(_) => {}
-        Err(e) => return CheckResult::failed("clickhouse_database", e.to_string(), "check the user's grants"),
+        Err(e) => {
+            return CheckResult::failed(
+                "clickhouse_database",
+                e.to_string(),
+                "check the user's grants",
+            )
+        }
     }
     // Prove that the database can be created, and leave no trace.
     let create = format!("CREATE DATABASE {quoted}");
@@ -98,11 +107,17 @@ async fn database_check(ch: &clickhouse::Client, settings: &DestinationSettings)
             if let Err(e) = client::execute(ch, settings, &drop).await {
                 tracing::warn!(error = %e, database = %db, "could not drop the probe database");
             }
-            CheckResult::ok("clickhouse_database", format!("database {db} does not exist yet and can be created"))
+            CheckResult::ok(
+                "clickhouse_database",
+                format!("database {db} does not exist yet and can be created"),
+            )
         }
         Err(e) => {
             let fix = if e.code() == Some(CODE_ACCESS_DENIED) {
-                format!("GRANT CREATE DATABASE ON {quoted}.* TO {} (or create the database for pgch)", settings.user)
+                format!(
+                    "GRANT CREATE DATABASE ON {quoted}.* TO {} (or create the database for pgch)",
+                    settings.user
+                )
             } else {
                 format!("create the database yourself: CREATE DATABASE {quoted}")
             };

@@ -153,7 +153,8 @@ pub async fn published_tables(
             name: r.get(2),
             relkind: r.get(3),
             is_partition: r.get(4),
-            replica_identity: ReplicaIdentity::from_code(&ident).unwrap_or(ReplicaIdentity::Default),
+            replica_identity: ReplicaIdentity::from_code(&ident)
+                .unwrap_or(ReplicaIdentity::Default),
             has_primary_key: r.get(6),
             primary_key_deferrable: r.get(7),
             has_identity_index: r.get(8),

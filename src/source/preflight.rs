@@ -31,7 +31,12 @@ pub async fn run(src: &SourceSettings, mode: Mode) -> Vec<CheckResult> {
         Ok(c) => {
             out.push(CheckResult::ok(
                 "source_connection",
-                format!("{} as user \"{}\", database \"{}\"", ep.address(), ep.user, ep.database),
+                format!(
+                    "{} as user \"{}\", database \"{}\"",
+                    ep.address(),
+                    ep.user,
+                    ep.database
+                ),
             ));
             Some(c)
         }
@@ -45,7 +50,10 @@ pub async fn run(src: &SourceSettings, mode: Mode) -> Vec<CheckResult> {
         // A pooler or a non-Postgres listener may accept ordinary sessions (or fail them
         // obscurely); the replication probe is what tells the user what to change.
         let cause_is_network = !unreachable
-            || out.last().map(|c| is_network_failure(&c.observed)).unwrap_or(false);
+            || out
+                .last()
+                .map(|c| is_network_failure(&c.observed))
+                .unwrap_or(false);
         if !unreachable || !cause_is_network {
             out.push(replication_probe(ep).await);
         }
@@ -77,10 +85,18 @@ fn is_network_failure(observed: &str) -> bool {
 
 fn connection_failure(ep: &PgEndpoint, e: &ConnectError) -> CheckResult {
     let fix = match e.sqlstate.as_deref() {
-        Some("28P01") => "check the user name and password (on PlanetScale the user is `user.<branch>`)".to_string(),
-        Some("28000") => "check the user name and that pg_hba.conf admits it from this host".to_string(),
+        Some("28P01") => {
+            "check the user name and password (on PlanetScale the user is `user.<branch>`)"
+                .to_string()
+        }
+        Some("28000") => {
+            "check the user name and that pg_hba.conf admits it from this host".to_string()
+        }
         Some("3D000") => "check source.database".to_string(),
-        _ => format!("check that Postgres listens at {} and is reachable from here", ep.address()),
+        _ => format!(
+            "check that Postgres listens at {} and is reachable from here",
+            ep.address()
+        ),
     };
     CheckResult::failed("source_connection", e.message.clone(), fix)
 }
@@ -105,7 +121,12 @@ async fn replication_probe(ep: &PgEndpoint) -> CheckResult {
     match result {
         Ok(rows) => {
             let row = rows.first();
-            let field = |i: usize| row.and_then(|r| r.get(i)).cloned().flatten().unwrap_or_default();
+            let field = |i: usize| {
+                row.and_then(|r| r.get(i))
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_default()
+            };
             CheckResult::ok(
                 "replication_connection",
                 format!(
@@ -163,7 +184,10 @@ async fn server_checks(
     }
     let wal_level = show(client, "wal_level").await?;
     out.push(judge_wal_level(&wal_level));
-    let in_recovery: bool = client.query_one("SELECT pg_is_in_recovery()", &[]).await?.get(0);
+    let in_recovery: bool = client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await?
+        .get(0);
     out.push(judge_primary(in_recovery));
     out.push(role_check(client, mode).await?);
     let publication = catalog::publication(client, &src.publication, version_num).await?;
@@ -181,10 +205,18 @@ async fn server_checks(
         out.push(wal_keep_check(client, version_num).await?);
         return Ok(out);
     };
-    out.push(CheckResult::ok("publication", describe_publication(&publication)));
+    out.push(CheckResult::ok(
+        "publication",
+        describe_publication(&publication),
+    ));
     out.push(judge_publication_actions(&publication));
     let tables = catalog::published_tables(client, &src.publication, version_num).await?;
-    out.extend(table_checks(&publication, &tables, &src.endpoint.user, version_num));
+    out.extend(table_checks(
+        &publication,
+        &tables,
+        &src.endpoint.user,
+        version_num,
+    ));
     out.extend(slot_checks(client, src, mode, version_num).await?);
     out.push(wal_keep_check(client, version_num).await?);
     Ok(out)
@@ -247,7 +279,10 @@ async fn role_check(client: &Client, mode: Mode) -> Result<CheckResult, tokio_po
     Ok(if !mode.streams() {
         CheckResult::not_applicable("role_replication", "not needed in snapshot_only mode")
     } else if superuser {
-        CheckResult::ok("role_replication", format!("\"{user}\" is a superuser (a dedicated user with REPLICATION is recommended)"))
+        CheckResult::ok(
+            "role_replication",
+            format!("\"{user}\" is a superuser (a dedicated user with REPLICATION is recommended)"),
+        )
     } else if replication {
         CheckResult::ok("role_replication", format!("\"{user}\" has REPLICATION"))
     } else {
@@ -263,8 +298,16 @@ fn describe_publication(p: &Publication) -> String {
     format!(
         "\"{}\" exists{}{}",
         p.name,
-        if p.all_tables { " (FOR ALL TABLES)" } else { "" },
-        if p.via_root { ", publish_via_partition_root" } else { "" }
+        if p.all_tables {
+            " (FOR ALL TABLES)"
+        } else {
+            ""
+        },
+        if p.via_root {
+            ", publish_via_partition_root"
+        } else {
+            ""
+        }
     )
 }
 
@@ -281,7 +324,10 @@ pub fn judge_publication_actions(p: &Publication) -> CheckResult {
     .map(|(name, _)| *name)
     .collect();
     if missing.is_empty() {
-        return CheckResult::ok("publication_actions", "publishes insert, update, delete, truncate");
+        return CheckResult::ok(
+            "publication_actions",
+            "publishes insert, update, delete, truncate",
+        );
     }
     CheckResult::warning(
         "publication_actions",
@@ -309,7 +355,10 @@ pub fn table_checks(
         out.push(CheckResult::failed(
             "publication_tables",
             format!("publication \"{}\" lists no tables", publication.name),
-            format!("ALTER PUBLICATION {} ADD TABLE <tables>;", quote_ident(&publication.name)),
+            format!(
+                "ALTER PUBLICATION {} ADD TABLE <tables>;",
+                quote_ident(&publication.name)
+            ),
         ));
         return out;
     }
@@ -330,14 +379,24 @@ fn abbreviate(items: &[String], max: usize) -> String {
     if items.len() <= max {
         items.join(", ")
     } else {
-        format!("{}, … and {} more", items[..max].join(", "), items.len() - max)
+        format!(
+            "{}, … and {} more",
+            items[..max].join(", "),
+            items.len() - max
+        )
     }
 }
 
 fn privilege_checks(tables: &[PublishedTable], user: &str) -> Vec<CheckResult> {
-    let missing: Vec<&PublishedTable> = tables.iter().filter(|t| !t.can_select || !t.schema_usage).collect();
+    let missing: Vec<&PublishedTable> = tables
+        .iter()
+        .filter(|t| !t.can_select || !t.schema_usage)
+        .collect();
     if missing.is_empty() {
-        return vec![CheckResult::ok("select_privilege", "SELECT on every published table")];
+        return vec![CheckResult::ok(
+            "select_privilege",
+            "SELECT on every published table",
+        )];
     }
     missing
         .iter()
@@ -358,8 +417,17 @@ fn privilege_checks(tables: &[PublishedTable], user: &str) -> Vec<CheckResult> {
 
 fn replica_identity_checks(tables: &[PublishedTable]) -> Vec<CheckResult> {
     let mut out: Vec<CheckResult> = tables.iter().filter_map(judge_replica_identity).collect();
-    if out.iter().all(|c| c.outcome != crate::check::Outcome::Failed) {
-        out.insert(0, CheckResult::ok("replica_identity", "every published table has a usable replica identity"));
+    if out
+        .iter()
+        .all(|c| c.outcome != crate::check::Outcome::Failed)
+    {
+        out.insert(
+            0,
+            CheckResult::ok(
+                "replica_identity",
+                "every published table has a usable replica identity",
+            ),
+        );
     }
     out
 }
@@ -405,8 +473,16 @@ pub fn judge_replica_identity(t: &PublishedTable) -> Option<CheckResult> {
     }
 }
 
-fn partition_checks(p: &Publication, tables: &[PublishedTable], server_version: u32) -> Vec<CheckResult> {
-    let leaves: Vec<String> = tables.iter().filter(|t| t.is_partition).map(PublishedTable::display).collect();
+fn partition_checks(
+    p: &Publication,
+    tables: &[PublishedTable],
+    server_version: u32,
+) -> Vec<CheckResult> {
+    let leaves: Vec<String> = tables
+        .iter()
+        .filter(|t| t.is_partition)
+        .map(PublishedTable::display)
+        .collect();
     if leaves.is_empty() || p.via_root {
         return Vec::new();
     }
@@ -419,8 +495,14 @@ fn partition_checks(p: &Publication, tables: &[PublishedTable], server_version: 
     }
     vec![CheckResult::failed(
         "partitioned_tables",
-        format!("partitions are published without publish_via_partition_root: {}", abbreviate(&leaves, 10)),
-        format!("ALTER PUBLICATION {} SET (publish_via_partition_root = true);", quote_ident(&p.name)),
+        format!(
+            "partitions are published without publish_via_partition_root: {}",
+            abbreviate(&leaves, 10)
+        ),
+        format!(
+            "ALTER PUBLICATION {} SET (publish_via_partition_root = true);",
+            quote_ident(&p.name)
+        ),
     )]
 }
 
@@ -439,7 +521,10 @@ pub fn name_collision_check(tables: &[PublishedTable]) -> CheckResult {
         .map(|(dest, sources)| format!("{} all map to {dest}", sources.join(" and ")))
         .collect();
     if collisions.is_empty() {
-        CheckResult::ok("destination_names", "every table maps to its own ClickHouse table")
+        CheckResult::ok(
+            "destination_names",
+            "every table maps to its own ClickHouse table",
+        )
     } else {
         CheckResult::failed(
             "destination_names",
@@ -463,7 +548,11 @@ fn filter_reports(tables: &[PublishedTable]) -> Vec<CheckResult> {
             }
             CheckResult::ok(
                 "publication_filters",
-                format!("{}: {} (the copy applies them as the stream does)", t.display(), parts.join("; ")),
+                format!(
+                    "{}: {} (the copy applies them as the stream does)",
+                    t.display(),
+                    parts.join("; ")
+                ),
             )
         })
         .collect()
@@ -476,9 +565,16 @@ async fn slot_checks(
     server_version: u32,
 ) -> Result<Vec<CheckResult>, tokio_postgres::Error> {
     if !mode.streams() {
-        return Ok(vec![CheckResult::not_applicable("replication_slot", "snapshot_only mode uses no slot")]);
+        return Ok(vec![CheckResult::not_applicable(
+            "replication_slot",
+            "snapshot_only mode uses no slot",
+        )]);
     }
-    let wal_status = if server_version >= 130000 { "wal_status::text" } else { "NULL::text" };
+    let wal_status = if server_version >= 130000 {
+        "wal_status::text"
+    } else {
+        "NULL::text"
+    };
     let sql = format!(
         "SELECT slot_type::text, plugin::text, database::text, active, {wal_status}, confirmed_flush_lsn::text \
          FROM pg_catalog.pg_replication_slots WHERE slot_name = $1"
@@ -508,7 +604,10 @@ async fn slot_checks(
             .query_one("SELECT count(*) FROM pg_catalog.pg_replication_slots", &[])
             .await?
             .get(0);
-        let max: i64 = show(client, "max_replication_slots").await?.parse().unwrap_or(0);
+        let max: i64 = show(client, "max_replication_slots")
+            .await?
+            .parse()
+            .unwrap_or(0);
         out.push(if used >= max {
             CheckResult::failed(
                 "replication_slot",
@@ -534,7 +633,10 @@ async fn slot_checks(
             "raise max_wal_senders (needs a restart) or stop an unused replication client",
         )
     } else {
-        CheckResult::ok("wal_senders", format!("{senders} of max_wal_senders = {max_senders} in use"))
+        CheckResult::ok(
+            "wal_senders",
+            format!("{senders} of max_wal_senders = {max_senders} in use"),
+        )
     });
     Ok(out)
 }
@@ -554,21 +656,29 @@ fn judge_existing_slot(
     if slot_type != "logical" || plugin != Some("pgoutput") {
         return CheckResult::failed(
             "replication_slot",
-            format!("slot \"{slot}\" exists but is {slot_type} with plugin {}, not logical pgoutput", plugin.unwrap_or("none")),
+            format!(
+                "slot \"{slot}\" exists but is {slot_type} with plugin {}, not logical pgoutput",
+                plugin.unwrap_or("none")
+            ),
             pick_other,
         );
     }
     if database != Some(our_database) {
         return CheckResult::failed(
             "replication_slot",
-            format!("slot \"{slot}\" exists but belongs to database {}", database.unwrap_or("?")),
+            format!(
+                "slot \"{slot}\" exists but belongs to database {}",
+                database.unwrap_or("?")
+            ),
             pick_other,
         );
     }
     if wal_status == Some("lost") {
         return CheckResult::failed(
             "replication_slot",
-            format!("slot \"{slot}\" was invalidated (wal_status = lost): the WAL it needed is gone"),
+            format!(
+                "slot \"{slot}\" was invalidated (wal_status = lost): the WAL it needed is gone"
+            ),
             "resync required: `pgch resync` makes a new slot and copies every table again",
         );
     }
@@ -584,12 +694,17 @@ fn judge_existing_slot(
         format!(
             "slot \"{slot}\" exists (confirmed_flush_lsn {}{})",
             confirmed.unwrap_or("?"),
-            wal_status.map(|s| format!(", wal_status {s}")).unwrap_or_default()
+            wal_status
+                .map(|s| format!(", wal_status {s}"))
+                .unwrap_or_default()
         ),
     )
 }
 
-async fn wal_keep_check(client: &Client, server_version: u32) -> Result<CheckResult, tokio_postgres::Error> {
+async fn wal_keep_check(
+    client: &Client,
+    server_version: u32,
+) -> Result<CheckResult, tokio_postgres::Error> {
     if server_version < 130000 {
         return Ok(CheckResult::not_applicable(
             "max_slot_wal_keep_size",
@@ -644,9 +759,14 @@ pub fn judge_wal_keep(mb: i64, wal_bytes_per_sec: Option<f64>) -> CheckResult {
         );
     }
     let bytes = mb * 1024 * 1024;
-    let hours = wal_bytes_per_sec.filter(|r| *r > 0.0).map(|r| bytes as f64 / r / 3600.0);
+    let hours = wal_bytes_per_sec
+        .filter(|r| *r > 0.0)
+        .map(|r| bytes as f64 / r / 3600.0);
     let rate_text = match (wal_bytes_per_sec, hours) {
-        (Some(r), Some(h)) => format!("; average WAL rate {:.2} MB/s, so it covers about {h:.1} h", r / 1_048_576.0),
+        (Some(r), Some(h)) => format!(
+            "; average WAL rate {:.2} MB/s, so it covers about {h:.1} h",
+            r / 1_048_576.0
+        ),
         _ => String::new(),
     };
     let observed = format!("{}{rate_text}", human_mb(mb));
@@ -700,7 +820,10 @@ mod tests {
 
     #[test]
     fn version_logic_needs_12() {
-        assert_eq!(judge_server_version(110022, "11.22").outcome, Outcome::Failed);
+        assert_eq!(
+            judge_server_version(110022, "11.22").outcome,
+            Outcome::Failed
+        );
         assert_eq!(judge_server_version(120000, "12.0").outcome, Outcome::Ok);
         assert_eq!(judge_server_version(180001, "18.1").outcome, Outcome::Ok);
     }
@@ -730,22 +853,38 @@ mod tests {
         assert!(judge_replica_identity(&table("public", "t")).is_none());
         let mut deferrable = table("public", "d");
         deferrable.primary_key_deferrable = true;
-        assert_eq!(judge_replica_identity(&deferrable).unwrap().outcome, Outcome::Failed);
+        assert_eq!(
+            judge_replica_identity(&deferrable).unwrap().outcome,
+            Outcome::Failed
+        );
         let mut keyless = table("public", "k");
         keyless.has_primary_key = false;
         let r = judge_replica_identity(&keyless).unwrap();
         assert_eq!(r.outcome, Outcome::Failed);
         let fix = r.fix.unwrap();
-        assert!(fix.contains("ADD PRIMARY KEY") && fix.contains("REPLICA IDENTITY FULL"), "{fix}");
+        assert!(
+            fix.contains("ADD PRIMARY KEY") && fix.contains("REPLICA IDENTITY FULL"),
+            "{fix}"
+        );
         keyless.replica_identity = ReplicaIdentity::Full;
-        assert_eq!(judge_replica_identity(&keyless).unwrap().outcome, Outcome::Warning);
+        assert_eq!(
+            judge_replica_identity(&keyless).unwrap().outcome,
+            Outcome::Warning
+        );
     }
 
     #[test]
     fn colliding_destination_names_fail() {
         let r = name_collision_check(&[table("a_b", "c"), table("a", "b_c"), table("x", "y")]);
         assert_eq!(r.outcome, Outcome::Failed);
-        assert!(r.observed.contains("a_b.c and a.b_c all map to a_b_c"), "{}", r.observed);
-        assert_eq!(name_collision_check(&[table("a", "b")]).outcome, Outcome::Ok);
+        assert!(
+            r.observed.contains("a_b.c and a.b_c all map to a_b_c"),
+            "{}",
+            r.observed
+        );
+        assert_eq!(
+            name_collision_check(&[table("a", "b")]).outcome,
+            Outcome::Ok
+        );
     }
 }

@@ -184,7 +184,10 @@ impl WireConnection {
                 Message::AuthenticationSasl(body) => {
                     let mut mechanisms = body.mechanisms();
                     let mut has_scram = false;
-                    while let Some(m) = mechanisms.next().map_err(|e| self.protocol(e.to_string()))? {
+                    while let Some(m) = mechanisms
+                        .next()
+                        .map_err(|e| self.protocol(e.to_string()))?
+                    {
                         has_scram |= m == SCRAM_SHA_256;
                     }
                     if !has_scram {
@@ -194,8 +197,12 @@ impl WireConnection {
                         });
                     }
                     let s = ScramSha256::new(password, ChannelBinding::unsupported());
-                    frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut self.write_buf)
-                        .map_err(|e| self.protocol(e.to_string()))?;
+                    frontend::sasl_initial_response(
+                        SCRAM_SHA_256,
+                        s.message(),
+                        &mut self.write_buf,
+                    )
+                    .map_err(|e| self.protocol(e.to_string()))?;
                     scram = Some(s);
                     self.flush().await?;
                 }
@@ -247,7 +254,9 @@ impl WireConnection {
                     let buf = body.buffer();
                     let mut row = Vec::new();
                     let mut ranges = body.ranges();
-                    while let Some(range) = ranges.next().map_err(|e| self.protocol(e.to_string()))? {
+                    while let Some(range) =
+                        ranges.next().map_err(|e| self.protocol(e.to_string()))?
+                    {
                         row.push(match range {
                             None => None,
                             Some(r) => Some(
@@ -340,7 +349,13 @@ impl WireConnection {
             .chunk()
             .iter()
             .take(24)
-            .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
             .collect();
         self.protocol(format!(
             "it answered with bytes that are not a Postgres message (first byte {shown}: \"{preview}\")"
@@ -391,10 +406,13 @@ async fn negotiate_tls(mut tcp: TcpStream, ep: &PgEndpoint) -> Result<Box<dyn St
                 cause: e.to_string(),
             })?;
             let connector = tokio_rustls::TlsConnector::from(config);
-            let stream = connector.connect(name, tcp).await.map_err(|e| WireError::Tls {
-                server: server.clone(),
-                cause: e.to_string(),
-            })?;
+            let stream = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| WireError::Tls {
+                    server: server.clone(),
+                    cause: e.to_string(),
+                })?;
             Ok(Box::new(stream))
         }
         (1, b'N') if ep.sslmode == SslMode::Prefer => Ok(Box::new(tcp)),
@@ -415,4 +433,3 @@ async fn negotiate_tls(mut tcp: TcpStream, ep: &PgEndpoint) -> Result<Box<dyn St
         }),
     }
 }
-
