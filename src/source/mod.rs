@@ -4,5 +4,7 @@ pub mod catalog;
 pub mod connect;
 pub mod pgoutput;
 pub mod preflight;
+pub mod stream;
 pub mod tls;
+pub mod walsender;
 pub mod wire;

@@ -87,6 +87,43 @@ pub struct WireConnection {
     pub parameters: HashMap<String, String>,
 }
 
+/// One backend message: its tag and body (without the length word).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub tag: u8,
+    pub body: bytes::Bytes,
+}
+
+/// The halves of a session, for a reader task and a writer task.
+pub struct WireParts {
+    pub reader: Box<dyn AsyncRead + Unpin + Send>,
+    pub writer: Box<dyn AsyncWrite + Unpin + Send>,
+    /// Bytes already read past the last message handled.
+    pub read_buf: BytesMut,
+    pub server: String,
+}
+
+/// Takes one complete frame off the front of `buf` (zero-copy), `Ok(None)` when more
+/// bytes are needed, or `Err(tag)` when the bytes cannot be a Postgres message.
+pub fn split_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, u8> {
+    let Some(header) = buf.get(..5) else {
+        return Ok(None);
+    };
+    let tag = header[0];
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if !KNOWN_TAGS.contains(&tag) || len < 4 || len > max_len {
+        return Err(tag);
+    }
+    let total = len + 1;
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(total);
+    let body = frame.split_off(5).freeze();
+    Ok(Some(Frame { tag, body }))
+}
+
 /// One result row of a simple query, in text form.
 pub type TextRow = Vec<Option<String>>;
 
@@ -127,6 +164,44 @@ impl WireConnection {
     /// `host:port` of the peer, for messages.
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// Sends a simple query without waiting for its answer (START_REPLICATION, whose
+    /// answer is a CopyBoth stream).
+    pub async fn send_query(&mut self, sql: &str) -> Result<(), WireError> {
+        frontend::query(sql, &mut self.write_buf).map_err(|e| self.protocol(e.to_string()))?;
+        self.flush().await
+    }
+
+    /// Reads one raw frame (tag and body): the CopyBoth messages of a replication
+    /// stream, which postgres-protocol's parser does not know.
+    pub async fn read_frame(&mut self, max_len: usize) -> Result<Frame, WireError> {
+        loop {
+            match split_frame(&mut self.read_buf, max_len) {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                Err(tag) => return Err(self.not_postgres(tag)),
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.read_buf)
+                .await
+                .map_err(|e| self.io(e))?;
+            if n == 0 {
+                return Err(self.protocol("the server closed the connection".into()));
+            }
+        }
+    }
+
+    /// Splits the session into its read and write halves, with what was already read.
+    pub fn into_parts(self) -> WireParts {
+        let (reader, writer) = tokio::io::split(self.stream);
+        WireParts {
+            reader: Box::new(reader),
+            writer: Box::new(writer),
+            read_buf: self.read_buf,
+            server: self.server,
+        }
     }
 
     async fn startup(&mut self, ep: &PgEndpoint, kind: SessionKind) -> Result<(), WireError> {
