@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
+use crate::lsn::Lsn;
+use crate::tail::{TailArgs, TailFormat};
 
 /// Streams PostgreSQL into ClickHouse: snapshot, then CDC from a pgoutput slot.
 #[derive(Debug, Parser)]
@@ -28,6 +30,13 @@ pub enum LogFormat {
     Json,
 }
 
+/// How `pgch tail` prints.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TailOutput {
+    Json,
+    None,
+}
+
 /// How `pgch check` prints its report.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ReportFormat {
@@ -45,8 +54,24 @@ pub enum Command {
     },
     /// Run the pipeline: snapshot, then stream changes.
     Run,
-    /// Print the changes a slot carries, one JSON line each.
-    Tail,
+    /// Print the changes a slot carries, one JSON line each (never confirms progress).
+    Tail {
+        /// Read this existing slot without ever confirming progress on it.
+        #[arg(long, conflicts_with = "temporary")]
+        slot: Option<String>,
+        /// Create a temporary slot for this session (gone when tail exits).
+        #[arg(long)]
+        temporary: bool,
+        /// Start at this LSN (X/Y) instead of where the slot stands.
+        #[arg(long)]
+        from: Option<Lsn>,
+        /// Stop once the stream reaches this LSN (X/Y).
+        #[arg(long)]
+        endpos: Option<Lsn>,
+        /// json: one line per change; none: decode and discard (for measuring).
+        #[arg(long, value_enum, default_value_t = TailOutput::Json)]
+        format: TailOutput,
+    },
 }
 
 /// Exit code of a failed check or a fatal error.
@@ -77,7 +102,57 @@ pub async fn execute(cli: Cli) -> i32 {
             }
         }
         Command::Run => not_built("run", "the snapshot and CDC pipeline"),
-        Command::Tail => not_built("tail", "the replication stream reader"),
+        Command::Tail {
+            slot,
+            temporary,
+            from,
+            endpos,
+            format,
+        } => {
+            let args = TailArgs {
+                slot,
+                temporary,
+                from,
+                endpos,
+                format: match format {
+                    TailOutput::Json => TailFormat::Json,
+                    TailOutput::None => TailFormat::None,
+                },
+            };
+            tail(cli.config.as_deref(), &args).await
+        }
+    }
+}
+
+async fn tail(config: Option<&std::path::Path>, args: &TailArgs) -> i32 {
+    let source = match Config::load(config).and_then(|c| c.validate_source()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pgch: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, std::io::stdout());
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match crate::tail::run(&source, args, &mut out, stop).await {
+        Ok(stats) => {
+            let secs = stats.elapsed.as_secs_f64().max(1e-9);
+            tracing::info!(
+                changes = stats.changes,
+                transactions = stats.transactions,
+                payload_bytes = stats.payload_bytes,
+                seconds = format!("{secs:.3}"),
+                changes_per_sec = format!("{:.0}", stats.changes as f64 / secs),
+                "tail finished"
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("pgch tail: {e}");
+            EXIT_FAILURE
+        }
     }
 }
 

@@ -272,6 +272,11 @@ impl Config {
             .map_err(|e| ConfigError::Load(e.to_string()))
     }
 
+    /// Validates only `[source]`, for commands that never touch ClickHouse (`pgch tail`).
+    pub fn validate_source(&self) -> Result<SourceSettings, ConfigError> {
+        validate_source(&self.source)
+    }
+
     /// Checks every rule and resolves defaults; the error names the key and the rule.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let source = validate_source(&self.source)?;

@@ -2,10 +2,12 @@
 //! capture from a `pgoutput` logical replication slot.
 
 pub mod check;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod lsn;
 pub mod sink;
 pub mod source;
+pub mod tail;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -109,10 +109,13 @@ struct FeedbackState {
 }
 
 impl Feedback {
+    /// Nothing is confirmed until the consumer says so: a flush position of 0/0 is
+    /// ignored by the server, so a reader that never confirms (`pgch tail --slot`)
+    /// never moves the slot.
     fn new(start: Lsn) -> Self {
         Feedback {
             inner: Arc::new(FeedbackState {
-                flushed: AtomicU64::new(start.as_u64()),
+                flushed: AtomicU64::new(0),
                 received: AtomicU64::new(start.as_u64()),
                 wake: Notify::new(),
             }),
@@ -137,7 +140,9 @@ impl Feedback {
     }
 
     fn note_received(&self, lsn: Lsn) {
-        self.inner.received.fetch_max(lsn.as_u64(), Ordering::AcqRel);
+        self.inner
+            .received
+            .fetch_max(lsn.as_u64(), Ordering::AcqRel);
     }
 
     fn received(&self) -> Lsn {
@@ -281,14 +286,20 @@ async fn read_loop(
                     let _ = tx
                         .send(Err(StreamError::Protocol {
                             server: server.clone(),
-                            detail: format!("a frame with tag 0x{tag:02X} is not part of a replication stream"),
+                            detail: format!(
+                                "a frame with tag 0x{tag:02X} is not part of a replication stream"
+                            ),
                         }))
                         .await;
                     return;
                 }
             }
         }
-        if !events.is_empty() && send_batch(&tx, &budget, budget_bytes, events, bytes).await.is_err() {
+        if !events.is_empty()
+            && send_batch(&tx, &budget, budget_bytes, events, bytes)
+                .await
+                .is_err()
+        {
             return;
         }
         if buf.capacity() - buf.len() < 64 * 1024 {
@@ -334,7 +345,13 @@ async fn send_batch(
     let permit = if want == 0 {
         None
     } else {
-        Some(budget.clone().acquire_many_owned(want).await.map_err(|_| ())?)
+        Some(
+            budget
+                .clone()
+                .acquire_many_owned(want)
+                .await
+                .map_err(|_| ())?,
+        )
     };
     tx.send(Ok((events, permit))).await.map_err(|_| ())
 }
@@ -344,12 +361,25 @@ enum Flow {
     Fail(StreamError),
 }
 
-fn handle_frame(server: &str, tag: u8, body: Bytes, feedback: &Feedback) -> Result<Option<StreamEvent>, Flow> {
+fn handle_frame(
+    server: &str,
+    tag: u8,
+    body: Bytes,
+    feedback: &Feedback,
+) -> Result<Option<StreamEvent>, Flow> {
     match tag {
         b'd' => parse_copy_data(server, body, feedback).map_err(Flow::Fail),
         b'c' | b'C' | b'Z' => Err(Flow::End),
         b'E' => Err(Flow::Fail(match server_error(server, &body) {
-            WireError::Server { server, sqlstate, message } => StreamError::Server { server, sqlstate, message },
+            WireError::Server {
+                server,
+                sqlstate,
+                message,
+            } => StreamError::Server {
+                server,
+                sqlstate,
+                message,
+            },
             other => StreamError::Protocol {
                 server: server.to_string(),
                 detail: other.to_string(),
@@ -361,7 +391,11 @@ fn handle_frame(server: &str, tag: u8, body: Bytes, feedback: &Feedback) -> Resu
 }
 
 /// Parses one CopyData body: `w` XLogData or `k` primary keepalive.
-pub fn parse_copy_data(server: &str, mut body: Bytes, feedback: &Feedback) -> Result<Option<StreamEvent>, StreamError> {
+pub fn parse_copy_data(
+    server: &str,
+    mut body: Bytes,
+    feedback: &Feedback,
+) -> Result<Option<StreamEvent>, StreamError> {
     let bad = |detail: &str| StreamError::Protocol {
         server: server.to_string(),
         detail: detail.to_string(),
@@ -392,6 +426,9 @@ pub fn parse_copy_data(server: &str, mut body: Bytes, feedback: &Feedback) -> Re
             let wal_end = Lsn::new(body.get_u64());
             let _send_time = body.get_i64();
             let reply_requested = body.get_u8() == 1;
+            // Everything up to wal_end has been sent: report it as written, so the
+            // server's "client is behind" pings stop until WAL moves again.
+            feedback.note_received(wal_end);
             if reply_requested {
                 feedback.inner.wake.notify_one();
             }
@@ -524,7 +561,13 @@ mod tests {
         k.put_i64(1);
         k.put_u8(1);
         let event = parse_copy_data("s", k.freeze(), &fb).unwrap().unwrap();
-        assert_eq!(event, StreamEvent::Keepalive { wal_end: Lsn::new(99), reply_requested: true });
+        assert_eq!(
+            event,
+            StreamEvent::Keepalive {
+                wal_end: Lsn::new(99),
+                reply_requested: true
+            }
+        );
         assert!(parse_copy_data("s", Bytes::from_static(b"w123"), &fb).is_err());
         assert!(parse_copy_data("s", Bytes::from_static(b"x"), &fb).is_err());
         assert!(parse_copy_data("s", Bytes::new(), &fb).is_err());
@@ -533,6 +576,7 @@ mod tests {
     #[test]
     fn confirmed_lsn_only_goes_up() {
         let fb = Feedback::new(Lsn::new(5));
+        assert_eq!(fb.confirmed(), Lsn::ZERO, "nothing is confirmed by itself");
         fb.confirm(Lsn::new(10));
         fb.confirm(Lsn::new(7));
         assert_eq!(fb.confirmed(), Lsn::new(10));

@@ -117,7 +117,13 @@ impl Walsender {
         mut options: StreamOptions,
     ) -> Result<ReplicationStream, WalsenderError> {
         let proto = proto_version_for(self.server_version);
-        let sql = start_replication_sql(slot, start, publication, proto, self.server_version >= 140000);
+        let sql = start_replication_sql(
+            slot,
+            start,
+            publication,
+            proto,
+            self.server_version >= 140000,
+        );
         self.conn.send_query(&sql).await?;
         loop {
             let frame = self.conn.read_frame(MAX_MESSAGE_BYTES).await?;
@@ -139,11 +145,18 @@ impl Walsender {
         if options.status_interval.is_none() {
             options.status_interval = Some(status_interval(self.wal_sender_timeout));
         }
-        Ok(ReplicationStream::start(self.conn.into_parts(), start, options))
+        Ok(ReplicationStream::start(
+            self.conn.into_parts(),
+            start,
+            options,
+        ))
     }
 
     /// Runs any simple query on the walsender session (e.g. `SHOW`).
-    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WalsenderError> {
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, WalsenderError> {
         self.conn.simple_query(sql).await
     }
 
@@ -174,7 +187,12 @@ pub fn proto_version_for(server_version: u32) -> u32 {
 }
 
 /// The `CREATE_REPLICATION_SLOT` command in the server's syntax.
-pub fn create_slot_sql(name: &str, temporary: bool, snapshot: SlotSnapshot, server_version: u32) -> String {
+pub fn create_slot_sql(
+    name: &str,
+    temporary: bool,
+    snapshot: SlotSnapshot,
+    server_version: u32,
+) -> String {
     let temp = if temporary { " TEMPORARY" } else { "" };
     let tail = if server_version >= 150000 {
         let word = match snapshot {
@@ -191,18 +209,30 @@ pub fn create_slot_sql(name: &str, temporary: bool, snapshot: SlotSnapshot, serv
         };
         format!(" {word}")
     };
-    format!("CREATE_REPLICATION_SLOT {}{temp} LOGICAL pgoutput{tail}", quote_ident(name))
+    format!(
+        "CREATE_REPLICATION_SLOT {}{temp} LOGICAL pgoutput{tail}",
+        quote_ident(name)
+    )
 }
 
 /// The `START_REPLICATION` command. `publication_names` is a string literal holding a
 /// comma-separated list of (quoted) identifiers, so any publication name works.
-pub fn start_replication_sql(slot: &str, start: Lsn, publication: &str, proto: u32, messages: bool) -> String {
+pub fn start_replication_sql(
+    slot: &str,
+    start: Lsn,
+    publication: &str,
+    proto: u32,
+    messages: bool,
+) -> String {
     let names = quote_literal(&quote_ident(publication));
     let mut options = format!("proto_version '{proto}', publication_names {names}");
     if messages {
         options.push_str(", messages 'true'");
     }
-    format!("START_REPLICATION SLOT {} LOGICAL {start} ({options})", quote_ident(slot))
+    format!(
+        "START_REPLICATION SLOT {} LOGICAL {start} ({options})",
+        quote_ident(slot)
+    )
 }
 
 /// Status updates go out at least three times per `wal_sender_timeout`, and at least
@@ -270,8 +300,17 @@ mod tests {
         assert_eq!(parse_pg_duration("1min"), Some(Duration::from_secs(60)));
         assert_eq!(parse_pg_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_pg_duration("0"), Some(Duration::ZERO));
-        assert_eq!(status_interval(Some(Duration::from_secs(60))), Duration::from_secs(10));
-        assert_eq!(status_interval(Some(Duration::from_secs(6))), Duration::from_secs(2));
-        assert_eq!(status_interval(Some(Duration::ZERO)), Duration::from_secs(10));
+        assert_eq!(
+            status_interval(Some(Duration::from_secs(60))),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            status_interval(Some(Duration::from_secs(6))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            status_interval(Some(Duration::ZERO)),
+            Duration::from_secs(10)
+        );
     }
 }

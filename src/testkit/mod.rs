@@ -11,6 +11,7 @@ pub mod clickhouse;
 pub mod postgres;
 mod reaper;
 pub mod services;
+pub mod versions;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};

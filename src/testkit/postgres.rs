@@ -131,7 +131,7 @@ impl PgCluster {
             "\n# pgch test cluster\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
              wal_level = logical\nmax_wal_senders = 20\nmax_replication_slots = 20\n\
              fsync = off\nfull_page_writes = off\nsynchronous_commit = off\nshared_buffers = 64MB\n\
-             max_connections = 100\nlog_min_messages = warning\n",
+             max_connections = 100\nlog_min_messages = warning\npassword_encryption = 'scram-sha-256'\n",
             root.display()
         );
         for (k, v) in &opts.settings {
@@ -267,7 +267,7 @@ impl PgCluster {
         let data_dir = root.join("data");
         let reaper = Reaper::watch(&cleanup_script(&root, &data_dir))?;
         run_as_server_user(
-            Command::new(self.bin_dir.join("pg_basebackup"))
+            Command::new(tool_path(&self.bin_dir, "pg_basebackup"))
                 .args([
                     "-h",
                     "127.0.0.1",
@@ -317,6 +317,17 @@ impl Drop for PgCluster {
     }
 }
 
+/// A client tool from `bin_dir` when it ships one (Debian's do; the npm servers do
+/// not), else the one on the PATH.
+fn tool_path(bin_dir: &Path, tool: &str) -> PathBuf {
+    let own = bin_dir.join(tool);
+    if own.exists() {
+        own
+    } else {
+        PathBuf::from(tool)
+    }
+}
+
 /// Where `psql` is: `PGCH_TEST_PSQL`, else the PATH.
 pub fn psql_path() -> PathBuf {
     std::env::var_os("PGCH_TEST_PSQL")
@@ -327,6 +338,13 @@ pub fn psql_path() -> PathBuf {
 fn default_bin_dir() -> KitResult<PathBuf> {
     if let Some(dir) = std::env::var_os("PGCH_TEST_PG_BIN") {
         return Ok(PathBuf::from(dir));
+    }
+    if let Ok(major) = std::env::var("PGCH_TEST_PG_MAJOR") {
+        let major: u32 = major
+            .trim()
+            .parse()
+            .map_err(|_| format!("PGCH_TEST_PG_MAJOR={major} is not a major version"))?;
+        return super::versions::bin_dir(major);
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .map_err(|e| format!("no Postgres server installed (/usr/lib/postgresql: {e}); run .ci/install or set PGCH_TEST_PG_BIN"))?
