@@ -582,3 +582,28 @@ fn cli_check_exits_0_when_ok_and_1_with_failures_and_prints_json() {
     assert_eq!(json["passed"], false);
     assert!(!String::from_utf8_lossy(&bad.stdout).contains(&src.password));
 }
+
+#[tokio::test]
+async fn max_slot_wal_keep_size_is_not_applicable_on_postgres_12() {
+    let bin_dir = pgch::testkit::versions::bin_dir(12).unwrap_or_else(|e| panic!("{e}"));
+    let pg = PgCluster::start(PgOptions {
+        bin_dir: Some(bin_dir),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(pg.version_num < 130000);
+    // Postgres 12 has no FOR TABLES IN SCHEMA: the guide's FOR TABLE form.
+    let src = guide_source(&pg, None, PublicationShape::ForTable);
+    let report = check::run(&guide_settings(&pg, &src, &[])).await;
+    assert!(!report.has_failures(), "{}", report.render_text());
+    let keep = outcome_of(&report, "max_slot_wal_keep_size")[0];
+    assert_eq!(keep.outcome, Outcome::NotApplicable);
+    assert!(
+        keep.observed.contains("n/a on Postgres 12"),
+        "{}",
+        keep.observed
+    );
+    assert!(outcome_of(&report, "server_version")[0]
+        .observed
+        .contains("Postgres 12."));
+}

@@ -54,6 +54,9 @@ pub struct PgOptions {
     pub settings: Vec<(String, String)>,
     /// Extra `pg_hba.conf` lines, placed before the defaults.
     pub hba_prepend: Vec<String>,
+    /// Files written into the data directory before start (TLS keys and certificates),
+    /// private to the server user.
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 impl PgOptions {
@@ -151,6 +154,9 @@ impl PgCluster {
              host replication all 127.0.0.1/32 scram-sha-256\n"
         ));
         write_file(&data_dir.join("pg_hba.conf"), &hba)?;
+        for (name, content) in &opts.files {
+            write_private(&data_dir.join(name), content)?;
+        }
         let mut cluster = PgCluster {
             port,
             bin_dir,
@@ -425,6 +431,17 @@ fn append(path: &Path, text: &str) -> KitResult<()> {
 
 fn write_file(path: &Path, text: &str) -> KitResult<()> {
     std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+fn write_private(path: &Path, content: &[u8]) -> KitResult<()> {
+    std::fs::write(path, content).map_err(|e| format!("write {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    if running_as_root() {
+        std::os::unix::fs::chown(path, Some(UNPRIVILEGED_UID), Some(UNPRIVILEGED_GID))
+            .map_err(|e| format!("chown {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn read_tail(path: &Path) -> String {
