@@ -481,3 +481,57 @@ fn unchanged_toast_is_never_rendered_as_null() {
         Value::Null
     );
 }
+
+#[tokio::test]
+async fn a_paused_consumer_keeps_the_connection_past_wal_sender_timeout() {
+    // Own cluster with a short wal_sender_timeout: a client that stops talking for 2 s
+    // is dropped. The consumer pauses 3x that long while a backlog fills the buffer.
+    let pg = PgCluster::start(PgOptions::default().setting("wal_sender_timeout", "'2s'")).unwrap();
+    let src = guide_source(&pg, None, PublicationShape::ForTable);
+    let db = &src.database;
+    let settings = source_settings(&pg, &src);
+    let from = create_slot(&settings).await;
+    let rows = pgch::testkit::scaled(20_000);
+    pg.sql(
+        db,
+        &format!("INSERT INTO public.orders SELECT g, g, g FROM generate_series(1, {rows}) g;"),
+    )
+    .unwrap();
+    let endpos = current_lsn(&pg, db);
+    let w = Walsender::connect(&settings.endpoint).await.unwrap();
+    assert_eq!(w.wal_sender_timeout, Some(Duration::from_secs(2)));
+    let options = StreamOptions {
+        status_interval: None,
+        buffer_bytes: 64 * 1024,
+    };
+    let mut stream = w
+        .start(&settings.slot, from, &settings.publication, options)
+        .await
+        .unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(matches!(
+        first,
+        StreamEvent::XLogData { .. } | StreamEvent::Keepalive { .. }
+    ));
+    // Backpressure: the reader stops at 64 kB while we sleep.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let active: String = pg
+        .sql(
+            db,
+            &format!(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = '{}'",
+                settings.slot
+            ),
+        )
+        .unwrap();
+    assert_eq!(
+        active.trim(),
+        "t",
+        "the walsender must still be there:\n{}",
+        pg.log_tail()
+    );
+    let got = collect_until(&mut stream, endpos).await;
+    stream.shutdown().await;
+    // The first event was the Begin (or a keepalive before it); every row still arrives.
+    assert_eq!(got.changes.len() as u64, rows);
+}

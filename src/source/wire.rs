@@ -29,6 +29,12 @@ use crate::config::{PgEndpoint, SslMode};
 /// Messages larger than this are refused: a guard against a peer that is not Postgres
 /// (whose "length" would be arbitrary bytes) and against runaway allocations.
 pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+/// Idle time before the first TCP keepalive probe.
+const TCP_KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+/// Time between unanswered probes.
+const TCP_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Unanswered probes before the connection is declared dead (about 1.5 minutes in all).
+const TCP_KEEPALIVE_RETRIES: u32 = 6;
 /// During startup no legitimate message comes near this size.
 const MAX_STARTUP_MESSAGE_BYTES: usize = 64 * 1024;
 /// Backend message tags postgres-protocol understands.
@@ -149,6 +155,15 @@ impl WireConnection {
             .await
             .map_err(io_err)?;
         tcp.set_nodelay(true).map_err(io_err)?;
+        // A replication session can be quiet for a long time by design; TCP keepalives
+        // are what notice a peer that vanished without closing the connection.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(TCP_KEEPALIVE_IDLE)
+            .with_interval(TCP_KEEPALIVE_INTERVAL)
+            .with_retries(TCP_KEEPALIVE_RETRIES);
+        socket2::SockRef::from(&tcp)
+            .set_tcp_keepalive(&keepalive)
+            .map_err(io_err)?;
         let stream = negotiate_tls(tcp, ep).await?;
         let mut conn = WireConnection {
             stream,
