@@ -1,6 +1,7 @@
 //! Everything that talks to Postgres.
 
 pub mod catalog;
+pub mod columns;
 pub mod connect;
 pub mod pgoutput;
 pub mod preflight;
