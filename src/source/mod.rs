@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod columns;
 pub mod connect;
+pub mod copy_text;
 pub mod pgoutput;
 pub mod preflight;
 pub mod stream;

@@ -1,0 +1,119 @@
+//! pgch's own state, kept in ClickHouse next to the data (`_pgch_state` in the
+//! destination database): the source's `system_identifier`, the slot and its consistent
+//! point, the snapshot xmax recorded at slot creation, which tables belong to this slot,
+//! and which copy partitions are done (DESIGN.md rules 1 and 3).
+//!
+//! Keeping it with the data means a restored or replaced ClickHouse cannot silently
+//! disagree with it. Entries are versioned by write time, so a key's latest write wins.
+
+use std::collections::BTreeMap;
+
+use clickhouse::Client;
+use serde::Deserialize;
+
+use super::client::{self, SinkError};
+use super::preflight::quote_ident;
+use crate::config::DestinationSettings;
+
+/// The state table's name.
+pub const STATE_TABLE: &str = "_pgch_state";
+
+/// Well-known keys.
+pub mod keys {
+    /// The source cluster's `system_identifier` (IDENTIFY_SYSTEM).
+    pub const SYSTEM_IDENTIFIER: &str = "system_identifier";
+    /// The slot's consistent point at creation.
+    pub const CONSISTENT_POINT: &str = "consistent_point";
+    /// xmax of the snapshot taken right after the slot was created.
+    pub const SNAPSHOT_XMAX: &str = "snapshot_xmax";
+
+    /// `copy/<table>/<partition>`: a finished copy partition.
+    pub fn copy_done(table: &str, partition: &str) -> String {
+        format!("copy/{table}/{partition}")
+    }
+
+    /// `table/<table>`: the ClickHouse table belongs to this slot.
+    pub fn table_owned(table: &str) -> String {
+        format!("table/{table}")
+    }
+}
+
+/// Reads and writes the state of one slot.
+pub struct StateStore<'a> {
+    client: Client,
+    settings: &'a DestinationSettings,
+    slot: String,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    key: String,
+    value: String,
+}
+
+impl<'a> StateStore<'a> {
+    /// Creates the state table when missing (the database must exist).
+    pub async fn open(
+        settings: &'a DestinationSettings,
+        slot: &str,
+    ) -> Result<StateStore<'a>, SinkError> {
+        let client = client::client(settings, true).with_setting("async_insert", "0");
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{table} (slot String, key String, value String, \
+             updated_at DateTime64(6) DEFAULT now64(6)) \
+             ENGINE = ReplacingMergeTree(updated_at) ORDER BY (slot, key)",
+            db = quote_ident(&settings.database),
+            table = quote_ident(STATE_TABLE)
+        );
+        client::execute(&client, settings, &sql).await?;
+        Ok(StateStore {
+            client,
+            settings,
+            slot: slot.to_string(),
+        })
+    }
+
+    /// Every key of this slot with its latest value.
+    pub async fn load(&self) -> Result<BTreeMap<String, String>, SinkError> {
+        let sql = format!(
+            "SELECT key, argMax(value, updated_at) AS value FROM {}.{} WHERE slot = ? GROUP BY key FORMAT JSONEachRow",
+            quote_ident(&self.settings.database),
+            quote_ident(STATE_TABLE)
+        );
+        let run = async {
+            let mut cursor = self
+                .client
+                .query(&sql)
+                .bind(&self.slot)
+                .fetch_bytes("JSONEachRow")?;
+            cursor.collect().await
+        };
+        let bytes = run.await.map_err(|e| client::describe(self.settings, &e))?;
+        let mut out = BTreeMap::new();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let entry: Entry = serde_json::from_slice(line).map_err(|e| SinkError::Other {
+                url: self.settings.url.clone(),
+                cause: format!("unreadable {STATE_TABLE} row: {e}"),
+            })?;
+            out.insert(entry.key, entry.value);
+        }
+        Ok(out)
+    }
+
+    /// Writes one key (durably: no async insert).
+    pub async fn put(&self, key: &str, value: &str) -> Result<(), SinkError> {
+        let sql = format!(
+            "INSERT INTO {}.{} (slot, key, value) VALUES (?, ?, ?)",
+            quote_ident(&self.settings.database),
+            quote_ident(STATE_TABLE)
+        );
+        self.client
+            .query(&sql)
+            .bind(&self.slot)
+            .bind(key)
+            .bind(value)
+            .execute()
+            .await
+            .map_err(|e| client::describe(self.settings, &e))
+    }
+}
