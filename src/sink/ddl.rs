@@ -1,0 +1,153 @@
+//! ClickHouse DDL: the destination database and one table per source table,
+//! `ReplacingMergeTree(_version, _is_deleted)` ordered by the replica identity key
+//! (DESIGN.md rules 2 and 10), with `ON CLUSTER` and the `Replicated` engine when a
+//! cluster is configured. Pure: statements in, no I/O.
+
+use super::preflight::{escape_string, quote_ident};
+
+/// The system columns every pgch table has, after the source's columns.
+pub const SYSTEM_COLUMNS: &[(&str, &str)] = &[
+    ("_version", "UInt64"),
+    ("_is_deleted", "UInt8"),
+    ("_synced_at", "DateTime64(6) DEFAULT now64(6)"),
+];
+
+/// One destination column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColumnSpec {
+    pub name: String,
+    /// ClickHouse type text, e.g. `Nullable(Decimal(12, 2))`.
+    pub ch_type: String,
+    /// Position in `ORDER BY`, `None` when not part of it.
+    pub order_position: Option<usize>,
+}
+
+/// One destination table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSpec {
+    pub name: String,
+    pub columns: Vec<ColumnSpec>,
+    /// A keyless `REPLICA IDENTITY FULL` table: ordered by nullable columns (rule 10).
+    pub nullable_key: bool,
+    /// A comment naming the source table.
+    pub source: String,
+}
+
+/// `CREATE DATABASE IF NOT EXISTS`, on the cluster when one is configured.
+pub fn create_database_sql(database: &str, cluster: Option<&str>) -> String {
+    format!(
+        "CREATE DATABASE IF NOT EXISTS {}{}",
+        quote_ident(database),
+        on_cluster(cluster)
+    )
+}
+
+fn on_cluster(cluster: Option<&str>) -> String {
+    cluster
+        .map(|c| format!(" ON CLUSTER {}", quote_ident(c)))
+        .unwrap_or_default()
+}
+
+/// The `CREATE TABLE IF NOT EXISTS` statement of a destination table.
+pub fn create_table_sql(database: &str, table: &TableSpec, cluster: Option<&str>) -> String {
+    let mut cols: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", quote_ident(&c.name), c.ch_type))
+        .collect();
+    cols.extend(
+        SYSTEM_COLUMNS
+            .iter()
+            .map(|(n, t)| format!("{} {t}", quote_ident(n))),
+    );
+    let mut order: Vec<&ColumnSpec> = table
+        .columns
+        .iter()
+        .filter(|c| c.order_position.is_some())
+        .collect();
+    order.sort_by_key(|c| c.order_position);
+    let order_by = if order.is_empty() {
+        "tuple()".to_string()
+    } else {
+        format!(
+            "({})",
+            order
+                .iter()
+                .map(|c| quote_ident(&c.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let engine = match cluster {
+        None => "ReplacingMergeTree(_version, _is_deleted)".to_string(),
+        Some(_) => "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', _version, _is_deleted)".to_string(),
+    };
+    let settings = if table.nullable_key {
+        " SETTINGS allow_nullable_key = 1"
+    } else {
+        ""
+    };
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}.{}{} ({}) ENGINE = {engine} ORDER BY {order_by}{settings} COMMENT '{}'",
+        quote_ident(database),
+        quote_ident(&table.name),
+        on_cluster(cluster),
+        cols.join(", "),
+        escape_string(&format!("pgch: {}", table.source)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TableSpec {
+        TableSpec {
+            name: "public_orders".into(),
+            columns: vec![
+                ColumnSpec {
+                    name: "id".into(),
+                    ch_type: "Int64".into(),
+                    order_position: Some(1),
+                },
+                ColumnSpec {
+                    name: "region".into(),
+                    ch_type: "String".into(),
+                    order_position: Some(0),
+                },
+                ColumnSpec {
+                    name: "total".into(),
+                    ch_type: "Nullable(Decimal(12, 2))".into(),
+                    order_position: None,
+                },
+            ],
+            nullable_key: false,
+            source: "public.orders".into(),
+        }
+    }
+
+    #[test]
+    fn tables_are_replacing_merge_trees_ordered_by_the_key() {
+        assert_eq!(
+            create_table_sql("pgch", &spec(), None),
+            "CREATE TABLE IF NOT EXISTS `pgch`.`public_orders` (`id` Int64, `region` String, \
+             `total` Nullable(Decimal(12, 2)), `_version` UInt64, `_is_deleted` UInt8, \
+             `_synced_at` DateTime64(6) DEFAULT now64(6)) ENGINE = ReplacingMergeTree(_version, _is_deleted) \
+             ORDER BY (`region`, `id`) COMMENT 'pgch: public.orders'"
+        );
+    }
+
+    #[test]
+    fn clusters_use_the_replicated_engine_and_keyless_tables_nullable_keys() {
+        let mut s = spec();
+        s.nullable_key = true;
+        let sql = create_table_sql("pgch", &s, Some("main"));
+        assert!(sql.contains("`public_orders` ON CLUSTER `main` ("), "{sql}");
+        assert!(sql.contains("ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', _version, _is_deleted)"), "{sql}");
+        assert!(sql.contains("SETTINGS allow_nullable_key = 1"), "{sql}");
+        assert_eq!(
+            create_database_sql("pgch", Some("main")),
+            "CREATE DATABASE IF NOT EXISTS `pgch` ON CLUSTER `main`"
+        );
+    }
+}
