@@ -2,16 +2,21 @@
 //! a tokio runtime.
 
 use clap::Parser;
-use pgch::cli::{Cli, LogFormat, EXIT_FAILURE};
+use pgch::cli::{Cli, Command, LogFormat, EXIT_FAILURE};
 use tracing_subscriber::EnvFilter;
 
 fn main() {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `tail` is one stream into one consumer: on a single thread the reader hands its
+    // batches over without cross-thread wake-ups, which halved its CPU per change
+    // (benches/tail_drain.rs). Everything else gets the multi-thread runtime.
+    let mut builder = if matches!(cli.command, Command::Tail { .. }) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgch: cannot start the async runtime: {e}");
