@@ -101,7 +101,7 @@ pub async fn execute(cli: Cli) -> i32 {
                 0
             }
         }
-        Command::Run => not_built("run", "the snapshot and CDC pipeline"),
+        Command::Run => run(cli.config.as_deref()).await,
         Command::Tail {
             slot,
             temporary,
@@ -120,6 +120,50 @@ pub async fn execute(cli: Cli) -> i32 {
                 },
             };
             tail(cli.config.as_deref(), &args).await
+        }
+    }
+}
+
+async fn run(config: Option<&std::path::Path>) -> i32 {
+    let settings = match Config::load(config).and_then(|c| c.validate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pgch: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    if settings.mode != crate::config::Mode::SnapshotOnly {
+        return not_built(
+            "run",
+            "streaming changes (snapshot_and_cdc, cdc_only); set pipeline.mode = \"snapshot_only\" for a one-off copy",
+        );
+    }
+    let started = std::time::Instant::now();
+    match crate::snapshot::run(
+        &settings,
+        &crate::snapshot::SnapshotOptions::from_settings(&settings),
+    )
+    .await
+    {
+        Ok(report) => {
+            let rows: u64 = report
+                .tables
+                .values()
+                .map(|p| p.rows_copied.load(std::sync::atomic::Ordering::Relaxed))
+                .sum();
+            tracing::info!(
+                tables = report.tables.len(),
+                rows,
+                partitions_copied = report.partitions_copied,
+                partitions_already_done = report.partitions_skipped,
+                seconds = %format!("{:.1}", started.elapsed().as_secs_f64()),
+                "snapshot complete"
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("pgch run: {e}");
+            EXIT_FAILURE
         }
     }
 }
@@ -143,8 +187,8 @@ async fn tail(config: Option<&std::path::Path>, args: &TailArgs) -> i32 {
                 changes = stats.changes,
                 transactions = stats.transactions,
                 payload_bytes = stats.payload_bytes,
-                seconds = format!("{secs:.3}"),
-                changes_per_sec = format!("{:.0}", stats.changes as f64 / secs),
+                seconds = %format!("{secs:.3}"),
+                changes_per_sec = %format!("{:.0}", stats.changes as f64 / secs),
                 "tail finished"
             );
             0

@@ -171,6 +171,21 @@ pub struct PipelineConfig {
     pub mode: Mode,
 }
 
+/// The `[snapshot]` section: how the initial copy runs.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// Parallel copy workers (Postgres connections and concurrent inserts).
+    pub workers: Option<usize>,
+    /// Heap blocks (8 kB) per copy partition on Postgres 14+.
+    pub partition_blocks: Option<u64>,
+}
+
+/// Default parallel copy workers.
+pub const DEFAULT_SNAPSHOT_WORKERS: usize = 4;
+/// Default partition size: 65,536 blocks of 8 kB, 512 MB of heap.
+pub const DEFAULT_PARTITION_BLOCKS: u64 = 65_536;
+
 /// The whole file, as written; [`Config::validate`] turns it into [`Settings`].
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -178,6 +193,7 @@ pub struct Config {
     pub source: SourceConfig,
     pub destination: DestinationConfig,
     pub pipeline: PipelineConfig,
+    pub snapshot: SnapshotConfig,
 }
 
 /// Everything needed to reach Postgres, resolved from a URL or separate keys.
@@ -223,12 +239,20 @@ pub struct DestinationSettings {
     pub connect_timeout: Duration,
 }
 
+/// Validated snapshot settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotSettings {
+    pub workers: usize,
+    pub partition_blocks: u64,
+}
+
 /// The validated configuration that the rest of pgch works from.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub source: SourceSettings,
     pub destination: DestinationSettings,
     pub mode: Mode,
+    pub snapshot: SnapshotSettings,
 }
 
 impl Config {
@@ -281,10 +305,25 @@ impl Config {
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let source = validate_source(&self.source)?;
         let destination = validate_destination(&self.destination, &source.endpoint)?;
+        let workers = self.snapshot.workers.unwrap_or(DEFAULT_SNAPSHOT_WORKERS);
+        if workers == 0 || workers > 64 {
+            return Err(invalid("snapshot.workers", "must be 1 to 64"));
+        }
+        let partition_blocks = self
+            .snapshot
+            .partition_blocks
+            .unwrap_or(DEFAULT_PARTITION_BLOCKS);
+        if partition_blocks == 0 {
+            return Err(invalid("snapshot.partition_blocks", "must be at least 1"));
+        }
         Ok(Settings {
             source,
             destination,
             mode: self.pipeline.mode,
+            snapshot: SnapshotSettings {
+                workers,
+                partition_blocks,
+            },
         })
     }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod lsn;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod tail;
 #[cfg(feature = "testkit")]

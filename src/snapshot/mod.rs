@@ -1,0 +1,451 @@
+//! The initial copy: every published table into its ClickHouse table, in parallel across
+//! tables and, on Postgres 14+, within a table by block (CTID) ranges, resumable per
+//! partition through `_pgch_state`.
+//!
+//! ```text
+//!   catalog ─► plan (types, key) ─► CREATE TABLE ─► partitions not yet done ─► N workers
+//!                                                                 each: REPEATABLE READ snapshot
+//!                                                                       COPY … TO STDOUT ─► RowBinary insert
+//!                                                                       mark partition done
+//! ```
+//!
+//! Why a partition may be copied again after a crash: its rows carry `_version = 0` and
+//! `ReplacingMergeTree` keeps one row per key, so a second copy of the same rows changes
+//! nothing; a partition is marked done only after its insert returned. A snapshot taken
+//! later than the slot's is fine as long as its xmin is not older than the xmax recorded
+//! at slot creation: it then sees every transaction the stream will not carry, and
+//! whatever changed after it arrives again from the stream with a higher version
+//! (DESIGN.md rule 3).
+
+pub mod copy;
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::config::Settings;
+use crate::sink::client::{self as ch_client, SinkError};
+use crate::sink::ddl;
+use crate::sink::preflight::escape_string;
+use crate::sink::rowbinary::ClampCounts;
+use crate::sink::state::{keys, StateStore};
+use crate::sink::types::MappingOptions;
+use crate::source::catalog;
+use crate::source::columns::published_columns;
+use crate::source::connect::{self, ConnectError};
+use copy::{BlockRange, CopyError};
+use plan::{plan_table, PlanError, TablePlan};
+
+/// How the copy runs.
+#[derive(Clone, Debug)]
+pub struct SnapshotOptions {
+    pub workers: usize,
+    pub partition_blocks: u64,
+    /// Copies must see every transaction that committed before this xid (the xmax
+    /// recorded at slot creation); `None` when no stream follows.
+    pub min_xmin: Option<u64>,
+    pub mapping: MappingOptions,
+}
+
+impl SnapshotOptions {
+    /// The options the configuration asks for.
+    pub fn from_settings(settings: &Settings) -> Self {
+        SnapshotOptions {
+            workers: settings.snapshot.workers,
+            partition_blocks: settings.snapshot.partition_blocks,
+            min_xmin: None,
+            mapping: MappingOptions::default(),
+        }
+    }
+}
+
+/// Why the snapshot stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("reading the catalog failed: {0}")]
+    Catalog(tokio_postgres::Error),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Copy(Box<CopyError>),
+    #[error("destination names collide: {0}; rename one of the tables")]
+    NameCollision(String),
+    #[error("ClickHouse table {database}.{table} exists but does not belong to slot \"{slot}\" (no record in _pgch_state): drop it, or choose another destination.database")]
+    ForeignTable {
+        database: String,
+        table: String,
+        slot: String,
+    },
+    #[error("publication \"{0}\" lists no tables")]
+    NoTables(String),
+    #[error("a copy worker failed: {0}")]
+    Worker(String),
+}
+
+impl From<CopyError> for SnapshotError {
+    fn from(e: CopyError) -> Self {
+        SnapshotError::Copy(Box::new(e))
+    }
+}
+
+/// Live progress of one table, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct TableProgress {
+    pub rows_copied: AtomicU64,
+    pub rows_estimated: AtomicU64,
+    pub partitions_total: AtomicU64,
+    pub partitions_done: AtomicU64,
+}
+
+/// What a snapshot run did, per destination table.
+#[derive(Debug, Default)]
+pub struct SnapshotReport {
+    pub tables: BTreeMap<String, Arc<TableProgress>>,
+    /// Partitions copied in this run (not those found done).
+    pub partitions_copied: u64,
+    pub partitions_skipped: u64,
+    pub clamps: ClampCounts,
+}
+
+struct Job {
+    plan: Arc<TablePlan>,
+    range: Option<BlockRange>,
+    progress: Arc<TableProgress>,
+}
+
+/// Plans, creates and copies every published table; resumes where a previous run stopped.
+pub async fn run(
+    settings: &Settings,
+    opts: &SnapshotOptions,
+) -> Result<SnapshotReport, SnapshotError> {
+    let ep = &settings.source.endpoint;
+    let pg = connect::connect(ep).await?;
+    let version: u32 = pg
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(SnapshotError::Catalog)?
+        .get::<_, i32>(0) as u32;
+    let tables = catalog::published_tables(&pg, &settings.source.publication, version)
+        .await
+        .map_err(SnapshotError::Catalog)?;
+    if tables.is_empty() {
+        return Err(SnapshotError::NoTables(settings.source.publication.clone()));
+    }
+    let mut plans = Vec::with_capacity(tables.len());
+    for t in &tables {
+        let cols = published_columns(&pg, t, version)
+            .await
+            .map_err(SnapshotError::Catalog)?;
+        plans.push(plan_table(t, cols, &opts.mapping)?);
+    }
+    check_collisions(&plans)?;
+
+    let dest = &settings.destination;
+    let ch = ch_client::client(dest, false);
+    ch_client::execute(&ch, dest, &ddl::create_database_sql(&dest.database, None)).await?;
+    let state = StateStore::open(dest, &settings.source.slot).await?;
+    let done = state.load().await?;
+    for plan in &plans {
+        ensure_table(&ch, settings, &state, &done, plan).await?;
+    }
+
+    let mut report = SnapshotReport::default();
+    let mut jobs = Vec::new();
+    for plan in plans {
+        let plan = Arc::new(plan);
+        let progress = Arc::new(TableProgress::default());
+        let (blocks, estimate) = table_size(&pg, plan.source.oid).await?;
+        progress.rows_estimated.store(estimate, Ordering::Relaxed);
+        let ranges = partition(blocks, opts.partition_blocks, version);
+        progress
+            .partitions_total
+            .store(ranges.len() as u64, Ordering::Relaxed);
+        tracing::info!(
+            table = %plan.source.display(),
+            destination = %plan.dest,
+            estimated_rows = estimate,
+            partitions = ranges.len(),
+            "snapshot of table started"
+        );
+        for range in ranges {
+            let label = copy::partition_label(range);
+            if done.contains_key(&keys::copy_done(&plan.dest, &label)) {
+                progress.partitions_done.fetch_add(1, Ordering::Relaxed);
+                report.partitions_skipped += 1;
+                continue;
+            }
+            jobs.push(Job {
+                plan: plan.clone(),
+                range,
+                progress: progress.clone(),
+            });
+        }
+        report.tables.insert(plan.dest.clone(), progress);
+    }
+    drop(pg);
+    report.partitions_copied = jobs.len() as u64;
+    let clamps = run_jobs(settings, opts, jobs, &state).await?;
+    report.clamps = clamps;
+    Ok(report)
+}
+
+fn check_collisions(plans: &[TablePlan]) -> Result<(), SnapshotError> {
+    let mut seen: BTreeMap<&str, &TablePlan> = BTreeMap::new();
+    for p in plans {
+        if let Some(other) = seen.insert(&p.dest, p) {
+            return Err(SnapshotError::NameCollision(format!(
+                "{} and {} both map to {}",
+                other.source.display(),
+                p.source.display(),
+                p.dest
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Creates the table, or accepts an existing one only when the state says it is ours.
+async fn ensure_table(
+    ch: &clickhouse::Client,
+    settings: &Settings,
+    state: &StateStore<'_>,
+    done: &BTreeMap<String, String>,
+    plan: &TablePlan,
+) -> Result<(), SnapshotError> {
+    let dest = &settings.destination;
+    let exists = ch_client::query_text(
+        ch,
+        dest,
+        &format!(
+            "SELECT count() FROM system.tables WHERE database = '{}' AND name = '{}'",
+            escape_string(&dest.database),
+            escape_string(&plan.dest)
+        ),
+    )
+    .await?;
+    let owned = done.contains_key(&keys::table_owned(&plan.dest));
+    if exists.trim() != "0" && !owned {
+        return Err(SnapshotError::ForeignTable {
+            database: dest.database.clone(),
+            table: plan.dest.clone(),
+            slot: settings.source.slot.clone(),
+        });
+    }
+    ch_client::execute(
+        ch,
+        dest,
+        &ddl::create_table_sql(&dest.database, &plan.spec, None),
+    )
+    .await?;
+    if !owned {
+        state
+            .put(&keys::table_owned(&plan.dest), &plan.source.display())
+            .await?;
+    }
+    Ok(())
+}
+
+async fn table_size(pg: &tokio_postgres::Client, oid: u32) -> Result<(u64, u64), SnapshotError> {
+    let row = pg
+        .query_one(
+            "SELECT (pg_relation_size($1::oid) / current_setting('block_size')::int)::int8, \
+                    greatest(c.reltuples, 0)::int8 FROM pg_catalog.pg_class c WHERE c.oid = $1::oid",
+            &[&oid],
+        )
+        .await
+        .map_err(SnapshotError::Catalog)?;
+    Ok((
+        row.get::<_, i64>(0).max(0) as u64,
+        row.get::<_, i64>(1).max(0) as u64,
+    ))
+}
+
+/// Block ranges for a table of `blocks` pages; one open range (or none: the whole table)
+/// before Postgres 14, where a CTID range reads the whole table anyway.
+pub fn partition(blocks: u64, per_partition: u64, server_version: u32) -> Vec<Option<BlockRange>> {
+    if server_version < 140000 || blocks <= per_partition {
+        return vec![None];
+    }
+    let per = per_partition.max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start + per < blocks {
+        out.push(Some(BlockRange {
+            start,
+            end: Some(start + per),
+        }));
+        start += per;
+    }
+    // The last range is open: rows in pages added since planning are copied too.
+    out.push(Some(BlockRange { start, end: None }));
+    out
+}
+
+async fn run_jobs(
+    settings: &Settings,
+    opts: &SnapshotOptions,
+    jobs: Vec<Job>,
+    state: &StateStore<'_>,
+) -> Result<ClampCounts, SnapshotError> {
+    let workers = Arc::new(Semaphore::new(opts.workers.max(1)));
+    let clamps = Arc::new(Mutex::new(ClampCounts::default()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for job in jobs {
+        let permit = workers.clone();
+        let settings = settings.clone();
+        let min_xmin = opts.min_xmin;
+        let clamps = clamps.clone();
+        tasks.spawn(async move {
+            let _permit = permit.acquire_owned().await;
+            let result = copy_job(&settings, &job, min_xmin, &clamps).await;
+            (job, result)
+        });
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (job, result) = match joined {
+            Ok(done) => done,
+            Err(e) if e.is_cancelled() => continue,
+            Err(e) => {
+                first_error.get_or_insert(SnapshotError::Worker(e.to_string()));
+                tasks.abort_all();
+                continue;
+            }
+        };
+        match result {
+            Ok(()) => {
+                let label = copy::partition_label(job.range);
+                state
+                    .put(&keys::copy_done(&job.plan.dest, &label), "done")
+                    .await?;
+                let done = job.progress.partitions_done.fetch_add(1, Ordering::Relaxed) + 1;
+                if done == job.progress.partitions_total.load(Ordering::Relaxed) {
+                    tracing::info!(
+                        table = %job.plan.source.display(),
+                        rows = job.progress.rows_copied.load(Ordering::Relaxed),
+                        "snapshot of table finished"
+                    );
+                }
+            }
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some(e);
+                    tasks.abort_all();
+                }
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let clamps = clamps.lock().map(|c| *c).unwrap_or_default();
+    Ok(clamps)
+}
+
+async fn copy_job(
+    settings: &Settings,
+    job: &Job,
+    min_xmin: Option<u64>,
+    clamps: &Mutex<ClampCounts>,
+) -> Result<(), SnapshotError> {
+    let mut pg = connect::connect(&settings.source.endpoint).await?;
+    let started = Instant::now();
+    let tx = loop {
+        let tx = pg
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(SnapshotError::Catalog)?;
+        let Some(min) = min_xmin else { break tx };
+        let xmin: i64 = tx
+            .query_one(
+                "SELECT txid_snapshot_xmin(txid_current_snapshot())::int8",
+                &[],
+            )
+            .await
+            .map_err(SnapshotError::Catalog)?
+            .get(0);
+        if xmin as u64 >= min {
+            break tx;
+        }
+        // An older transaction is still running: this snapshot might miss changes the
+        // stream will not carry. Wait for it to end.
+        tx.rollback().await.map_err(SnapshotError::Catalog)?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ch = ch_client::client(&settings.destination, false);
+    let query_id = format!(
+        "pgch-copy-{}-{}-{}",
+        job.plan.dest,
+        copy::partition_label(job.range),
+        std::process::id()
+    );
+    let mut local = ClampCounts::default();
+    let stats = copy::copy_partition(
+        &tx,
+        &ch,
+        &settings.destination,
+        &job.plan,
+        job.range,
+        query_id,
+        &mut local,
+    )
+    .await?;
+    tx.commit().await.map_err(SnapshotError::Catalog)?;
+    if let Ok(mut c) = clamps.lock() {
+        c.merge(&local);
+    }
+    job.progress
+        .rows_copied
+        .fetch_add(stats.rows, Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64().max(1e-6);
+    tracing::info!(
+        table = %job.plan.source.display(),
+        partition = %copy::partition_label(job.range),
+        rows = stats.rows,
+        rows_per_sec = %format!("{:.0}", stats.rows as f64 / secs),
+        "partition copied"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_cover_the_table_and_leave_the_end_open() {
+        assert_eq!(partition(1000, 300, 150000).len(), 4);
+        let p = partition(1000, 300, 150000);
+        assert_eq!(
+            p[0],
+            Some(BlockRange {
+                start: 0,
+                end: Some(300)
+            })
+        );
+        assert_eq!(
+            p[3],
+            Some(BlockRange {
+                start: 900,
+                end: None
+            })
+        );
+        assert_eq!(
+            partition(1000, 300, 130000),
+            vec![None],
+            "no TID range scans before 14"
+        );
+        assert_eq!(partition(10, 300, 150000), vec![None]);
+    }
+}

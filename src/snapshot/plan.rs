@@ -1,0 +1,114 @@
+//! From a published table to its ClickHouse table: destination name, column types and
+//! codecs, and the ORDER BY key (DESIGN.md rules 2 and 10).
+
+use crate::sink::ddl::{ColumnSpec, TableSpec};
+use crate::sink::types::{
+    map_column, ColumnMapping, MappingError, MappingOptions, PgType, PgTypeKind,
+};
+use crate::source::catalog::{destination_name, PublishedTable, ReplicaIdentity};
+use crate::source::columns::CatalogColumn;
+
+/// Everything needed to create, copy and stream one table.
+#[derive(Clone, Debug)]
+pub struct TablePlan {
+    pub source: PublishedTable,
+    /// The ClickHouse table name.
+    pub dest: String,
+    pub columns: Vec<CatalogColumn>,
+    pub mappings: Vec<ColumnMapping>,
+    pub spec: TableSpec,
+}
+
+/// Why a table cannot be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{table}.{column}: {source}")]
+    Mapping {
+        table: String,
+        column: String,
+        source: MappingError,
+    },
+    #[error("{0} has no published columns")]
+    NoColumns(String),
+}
+
+/// The Postgres type of a catalog column, as the type map wants it.
+pub fn pg_type(c: &CatalogColumn) -> PgType {
+    let kind = match &c.element {
+        Some(e) => PgTypeKind::Array {
+            element: Box::new(PgType {
+                oid: e.oid,
+                typmod: e.typmod,
+                name: e.name.clone(),
+                kind: if e.kind == "e" {
+                    PgTypeKind::Enum
+                } else {
+                    PgTypeKind::Base
+                },
+            }),
+            dims: c.dims,
+        },
+        None if c.type_kind == "e" => PgTypeKind::Enum,
+        None => PgTypeKind::Base,
+    };
+    PgType {
+        oid: c.type_oid,
+        typmod: c.typmod,
+        name: c.type_name.clone(),
+        kind,
+    }
+}
+
+/// Plans one table.
+pub fn plan_table(
+    source: &PublishedTable,
+    columns: Vec<CatalogColumn>,
+    opts: &MappingOptions,
+) -> Result<TablePlan, PlanError> {
+    if columns.is_empty() {
+        return Err(PlanError::NoColumns(source.display()));
+    }
+    let keyless_full = source.replica_identity == ReplicaIdentity::Full && !source.has_primary_key;
+    let mut mappings = Vec::with_capacity(columns.len());
+    let mut specs = Vec::with_capacity(columns.len());
+    let mut next_sortable = 0;
+    for c in &columns {
+        // A keyless FULL table orders by all its columns, which may be NULL (rule 10).
+        let is_key = c.is_key() && !keyless_full;
+        let mapping = map_column(&pg_type(c), c.not_null, is_key, opts).map_err(|source_err| {
+            PlanError::Mapping {
+                table: source.display(),
+                column: c.name.clone(),
+                source: source_err,
+            }
+        })?;
+        let ch_type = mapping.ch.ddl();
+        let order_position = if keyless_full {
+            mapping.ch.orderable().then(|| {
+                next_sortable += 1;
+                next_sortable - 1
+            })
+        } else {
+            c.key_position
+        };
+        specs.push(ColumnSpec {
+            name: c.name.clone(),
+            ch_type,
+            order_position,
+        });
+        mappings.push(mapping);
+    }
+    let dest = destination_name(&source.schema, &source.name);
+    Ok(TablePlan {
+        source: source.clone(),
+        spec: TableSpec {
+            name: dest.clone(),
+            columns: specs,
+            nullable_key: keyless_full,
+            source: source.display(),
+        },
+        dest,
+        columns,
+        mappings,
+    })
+}
