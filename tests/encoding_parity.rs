@@ -67,7 +67,13 @@ async fn a_row_read_by_copy_and_by_pgoutput_encodes_to_the_same_bytes() {
     let columns = published_columns(&client, table, pg.version_num)
         .await
         .unwrap();
-    let plan = plan_table(table, columns, &MappingOptions::default()).unwrap();
+    let plan = plan_table(
+        table,
+        "public_parity".into(),
+        columns,
+        &MappingOptions::default(),
+    )
+    .unwrap();
 
     // Snapshot side: COPY text, un-escaped, encoded.
     let copy = pg.sql(db, "COPY public.parity TO STDOUT").unwrap();

@@ -204,3 +204,66 @@ async fn identifiers_of_any_shape_are_quoted_on_both_sides() {
         .unwrap();
     assert_eq!(got.trim(), "1\ta\tb\t2\tü\t`");
 }
+
+#[tokio::test]
+async fn existing_tables_are_reused_only_when_they_belong_to_the_slot_and_match() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        "INSERT INTO public.customers VALUES (1, 'Ann'), (2, 'Bob');",
+    )
+    .unwrap();
+    let mut settings = guide_settings(pg, &src, &[("PGCH__PIPELINE__MODE", "snapshot_only")]);
+    settings
+        .destination
+        .table_names
+        .insert("public.customers".into(), "clients".into());
+    let ch = ClickHouse::shared();
+    let db = settings.destination.database.clone();
+    let opts = SnapshotOptions::from_settings(&settings);
+
+    // A table of that name that pgch did not create is refused, named.
+    ch.query(&format!("CREATE DATABASE `{db}`")).await.unwrap();
+    ch.query(&format!(
+        "CREATE TABLE `{db}`.`clients` (x Int32) ENGINE = MergeTree ORDER BY x"
+    ))
+    .await
+    .unwrap();
+    let err = snapshot::run(&settings, &opts)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("{db}.clients")) && err.contains("does not belong"),
+        "{err}"
+    );
+    ch.query(&format!("DROP TABLE `{db}`.`clients`"))
+        .await
+        .unwrap();
+
+    // The override names the destination table.
+    snapshot::run(&settings, &opts).await.unwrap();
+    let rows = ch
+        .query(&format!(
+            "SELECT id, name FROM `{db}`.`clients` FINAL ORDER BY id"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.trim(), "1\tAnn\n2\tBob");
+
+    // Our table, changed behind pgch's back: stop, naming the column and the difference.
+    ch.query(&format!(
+        "ALTER TABLE `{db}`.`clients` MODIFY COLUMN name Nullable(String)"
+    ))
+    .await
+    .unwrap();
+    let err = snapshot::run(&settings, &opts)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`name` is Nullable(String)") && err.contains("needs String"),
+        "{err}"
+    );
+}

@@ -14,6 +14,8 @@ async fn state_round_trips_and_the_latest_write_wins() {
         password: Secret::new(ch.password.clone()),
         database: db,
         connect_timeout: std::time::Duration::from_secs(10),
+        cluster: None,
+        table_names: Default::default(),
     };
     let a = StateStore::open(&settings, "slot_a").await.unwrap();
     let b = StateStore::open(&settings, "slot_b").await.unwrap();

@@ -88,6 +88,8 @@ pub enum SnapshotError {
     NoTables(String),
     #[error("a copy worker failed: {0}")]
     Worker(String),
+    #[error("ClickHouse table {table} does not match the source: it {problem}; drop it to start over, or run `pgch resync` for this table")]
+    IncompatibleTable { table: String, problem: String },
 }
 
 impl From<CopyError> for SnapshotError {
@@ -144,13 +146,24 @@ pub async fn run(
         let cols = published_columns(&pg, t, version)
             .await
             .map_err(SnapshotError::Catalog)?;
-        plans.push(plan_table(t, cols, &opts.mapping)?);
+        let dest = settings
+            .destination
+            .table_names
+            .get(&t.display())
+            .cloned()
+            .unwrap_or_else(|| catalog::destination_name(&t.schema, &t.name));
+        plans.push(plan_table(t, dest, cols, &opts.mapping)?);
     }
     check_collisions(&plans)?;
 
     let dest = &settings.destination;
     let ch = ch_client::client(dest, false);
-    ch_client::execute(&ch, dest, &ddl::create_database_sql(&dest.database, None)).await?;
+    ch_client::execute(
+        &ch,
+        dest,
+        &ddl::create_database_sql(&dest.database, dest.cluster.as_deref()),
+    )
+    .await?;
     let state = StateStore::open(dest, &settings.source.slot).await?;
     let done = state.load().await?;
     for plan in &plans {
@@ -232,17 +245,20 @@ async fn ensure_table(
     )
     .await?;
     let owned = done.contains_key(&keys::table_owned(&plan.dest));
-    if exists.trim() != "0" && !owned {
-        return Err(SnapshotError::ForeignTable {
-            database: dest.database.clone(),
-            table: plan.dest.clone(),
-            slot: settings.source.slot.clone(),
-        });
+    if exists.trim() != "0" {
+        if !owned {
+            return Err(SnapshotError::ForeignTable {
+                database: dest.database.clone(),
+                table: plan.dest.clone(),
+                slot: settings.source.slot.clone(),
+            });
+        }
+        check_compatible(ch, settings, plan).await?;
     }
     ch_client::execute(
         ch,
         dest,
-        &ddl::create_table_sql(&dest.database, &plan.spec, None),
+        &ddl::create_table_sql(&dest.database, &plan.spec, dest.cluster.as_deref()),
     )
     .await?;
     if !owned {
@@ -251,6 +267,56 @@ async fn ensure_table(
             .await?;
     }
     Ok(())
+}
+
+/// An existing table must have every planned column with the planned type; columns
+/// dropped in Postgres may stay (DESIGN.md rule 9).
+async fn check_compatible(
+    ch: &clickhouse::Client,
+    settings: &Settings,
+    plan: &TablePlan,
+) -> Result<(), SnapshotError> {
+    let dest = &settings.destination;
+    let text = ch_client::query_text(
+        ch,
+        dest,
+        &format!(
+            "SELECT name, type FROM system.columns WHERE database = '{}' AND table = '{}'",
+            escape_string(&dest.database),
+            escape_string(&plan.dest)
+        ),
+    )
+    .await?;
+    let existing: BTreeMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(n, t)| (unescape_tsv(n), unescape_tsv(t)))
+        .collect();
+    for col in &plan.spec.columns {
+        let problem = match existing.get(&col.name) {
+            None => format!("has no column `{}` (expected {})", col.name, col.ch_type),
+            Some(found) if *found != col.ch_type => format!(
+                "column `{}` is {found}, but Postgres' {} needs {}",
+                col.name,
+                plan.source.display(),
+                col.ch_type
+            ),
+            Some(_) => continue,
+        };
+        return Err(SnapshotError::IncompatibleTable {
+            table: format!("{}.{}", dest.database, plan.dest),
+            problem,
+        });
+    }
+    Ok(())
+}
+
+fn unescape_tsv(field: &str) -> String {
+    field
+        .replace("\\t", "\t")
+        .replace("\\n", "\n")
+        .replace("\\\\", "\\")
+        .replace("\\'", "'")
 }
 
 async fn table_size(pg: &tokio_postgres::Client, oid: u32) -> Result<(u64, u64), SnapshotError> {

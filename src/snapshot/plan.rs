@@ -5,7 +5,7 @@ use crate::sink::ddl::{ColumnSpec, TableSpec};
 use crate::sink::types::{
     map_column, ColumnMapping, MappingError, MappingOptions, PgType, PgTypeKind,
 };
-use crate::source::catalog::{destination_name, PublishedTable, ReplicaIdentity};
+use crate::source::catalog::{PublishedTable, ReplicaIdentity};
 use crate::source::columns::CatalogColumn;
 
 /// Everything needed to create, copy and stream one table.
@@ -62,6 +62,7 @@ pub fn pg_type(c: &CatalogColumn) -> PgType {
 /// Plans one table.
 pub fn plan_table(
     source: &PublishedTable,
+    dest: String,
     columns: Vec<CatalogColumn>,
     opts: &MappingOptions,
 ) -> Result<TablePlan, PlanError> {
@@ -98,7 +99,6 @@ pub fn plan_table(
         });
         mappings.push(mapping);
     }
-    let dest = destination_name(&source.schema, &source.name);
     Ok(TablePlan {
         source: source.clone(),
         spec: TableSpec {

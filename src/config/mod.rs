@@ -151,6 +151,8 @@ pub struct DestinationConfig {
     pub user: Option<String>,
     pub password: Option<Secret>,
     pub database: Option<String>,
+    /// A ClickHouse cluster: DDL runs `ON CLUSTER` with the `Replicated` engine.
+    pub cluster: Option<String>,
 }
 
 impl fmt::Debug for DestinationConfig {
@@ -160,8 +162,19 @@ impl fmt::Debug for DestinationConfig {
             .field("user", &self.user)
             .field("password", &self.password)
             .field("database", &self.database)
+            .field("cluster", &self.cluster)
             .finish()
     }
+}
+
+/// One `[[tables]]` entry: settings for one source table.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// `schema.table` as Postgres names it (unquoted).
+    pub source: String,
+    /// The ClickHouse table name instead of `<schema>_<table>`.
+    pub destination: Option<String>,
 }
 
 /// The `[pipeline]` section.
@@ -194,6 +207,7 @@ pub struct Config {
     pub destination: DestinationConfig,
     pub pipeline: PipelineConfig,
     pub snapshot: SnapshotConfig,
+    pub tables: Vec<TableConfig>,
 }
 
 /// Everything needed to reach Postgres, resolved from a URL or separate keys.
@@ -237,6 +251,9 @@ pub struct DestinationSettings {
     pub password: Secret,
     pub database: String,
     pub connect_timeout: Duration,
+    pub cluster: Option<String>,
+    /// Destination table names by source `schema.table`, where overridden.
+    pub table_names: std::collections::BTreeMap<String, String>,
 }
 
 /// Validated snapshot settings.
@@ -304,7 +321,29 @@ impl Config {
     /// Checks every rule and resolves defaults; the error names the key and the rule.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let source = validate_source(&self.source)?;
-        let destination = validate_destination(&self.destination, &source.endpoint)?;
+        let mut destination = validate_destination(&self.destination, &source.endpoint)?;
+        for t in &self.tables {
+            if !t.source.contains('.') {
+                return Err(invalid(
+                    "tables.source",
+                    format!("`{}` must be schema.table", t.source),
+                ));
+            }
+            if let Some(name) = &t.destination {
+                if name.is_empty() || name.starts_with("_pgch") {
+                    return Err(invalid(
+                        "tables.destination",
+                        format!(
+                            "`{name}` for {} must be non-empty and not start with _pgch",
+                            t.source
+                        ),
+                    ));
+                }
+                destination
+                    .table_names
+                    .insert(t.source.clone(), name.clone());
+            }
+        }
         let workers = self.snapshot.workers.unwrap_or(DEFAULT_SNAPSHOT_WORKERS);
         if workers == 0 || workers > 64 {
             return Err(invalid("snapshot.workers", "must be 1 to 64"));
@@ -579,6 +618,8 @@ fn validate_destination(
         password: dst.password.clone().unwrap_or_default(),
         database,
         connect_timeout: source.connect_timeout,
+        cluster: dst.cluster.clone().filter(|c| !c.is_empty()),
+        table_names: std::collections::BTreeMap::new(),
     })
 }
 
@@ -597,189 +638,4 @@ pub fn redact_url(raw: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    fn minimal_env() -> Vec<(String, String)> {
-        env(&[
-            (
-                "PGCH__SOURCE__URL",
-                "postgres://clickpipes_user.branch1:s3cr%40t@db.example:5432/app?sslmode=require",
-            ),
-            ("PGCH__SOURCE__PUBLICATION", "clickpipes"),
-            ("PGCH__DESTINATION__URL", "http://localhost:8123"),
-            ("PGCH__DESTINATION__PASSWORD", "chpass"),
-        ])
-    }
-
-    #[test]
-    fn environment_alone_is_enough() {
-        let cfg = Config::load_with_env(None, minimal_env()).unwrap();
-        let s = cfg.validate().unwrap();
-        assert_eq!(s.source.endpoint.user, "clickpipes_user.branch1");
-        assert_eq!(s.source.endpoint.password.expose(), "s3cr@t");
-        assert_eq!(s.source.endpoint.database, "app");
-        assert_eq!(s.source.endpoint.port, 5432);
-        assert_eq!(s.source.endpoint.sslmode, SslMode::Require);
-        assert_eq!(s.source.slot, DEFAULT_SLOT);
-        assert_eq!(s.destination.database, DEFAULT_DESTINATION_DATABASE);
-        assert_eq!(s.mode, Mode::SnapshotAndCdc);
-    }
-
-    #[test]
-    fn secrets_never_appear_in_debug() {
-        let cfg = Config::load_with_env(None, minimal_env()).unwrap();
-        let s = cfg.validate().unwrap();
-        for text in [format!("{cfg:?}"), format!("{s:?}")] {
-            assert!(!text.contains("s3cr"), "{text}");
-            assert!(!text.contains("chpass"), "{text}");
-            assert!(text.contains("***"), "{text}");
-        }
-    }
-
-    #[test]
-    fn file_and_env_merge_with_env_winning() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pgch.toml");
-        std::fs::write(
-            &path,
-            r#"
-[source]
-host = "localhost"
-port = 6432
-user = "u"
-database = "d"
-publication = "p"
-slot = "from_file"
-[destination]
-url = "http://ch:8123"
-[pipeline]
-mode = "snapshot_only"
-"#,
-        )
-        .unwrap();
-        let cfg = Config::load_with_env(
-            Some(&path),
-            env(&[
-                ("PGCH__SOURCE__SLOT", "from_env"),
-                ("PGCH_TEST_CLICKHOUSE_URL", "x"),
-            ]),
-        )
-        .unwrap();
-        let s = cfg.validate().unwrap();
-        assert_eq!(s.source.slot, "from_env");
-        assert_eq!(s.source.endpoint.port, 6432);
-        assert_eq!(s.mode, Mode::SnapshotOnly);
-    }
-
-    #[test]
-    fn unknown_keys_are_rejected() {
-        let err = Config::load_with_env(None, env(&[("PGCH__SOURCE__PUBLICATOIN", "p")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("publicatoin"), "{err}");
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pgch.toml");
-        std::fs::write(&path, "[sink]\nurl = \"x\"\n").unwrap();
-        let err = Config::load_with_env(Some(&path), env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("sink"), "{err}");
-    }
-
-    #[test]
-    fn validation_names_the_key_and_rule() {
-        let mut e = minimal_env();
-        e.push(("PGCH__SOURCE__SLOT".into(), "Bad-Slot".into()));
-        let err = Config::load_with_env(None, e)
-            .unwrap()
-            .validate()
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ConfigError::Invalid {
-                    key: "source.slot",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-
-        let e = env(&[
-            ("PGCH__SOURCE__URL", "postgres://u@h/d"),
-            ("PGCH__DESTINATION__URL", "http://x"),
-        ]);
-        let err = Config::load_with_env(None, e)
-            .unwrap()
-            .validate()
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ConfigError::Invalid {
-                    key: "source.publication",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-
-        let mut e = minimal_env();
-        e.retain(|(k, _)| k != "PGCH__DESTINATION__URL");
-        e.push(("PGCH__DESTINATION__URL".into(), "tcp://x:9000".into()));
-        let err = Config::load_with_env(None, e)
-            .unwrap()
-            .validate()
-            .unwrap_err();
-        assert!(err.to_string().contains("destination.url"), "{err}");
-
-        let mut e = minimal_env();
-        e.push(("PGCH__SOURCE__SSLMODE".into(), "verify-full".into()));
-        let err = Config::load_with_env(None, e)
-            .unwrap()
-            .validate()
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ConfigError::Invalid {
-                    key: "source.sslrootcert",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn missing_file_is_a_clear_error() {
-        let err = Config::load_with_env(Some(Path::new("/nonexistent/pgch.toml")), env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("/nonexistent/pgch.toml"), "{err}");
-    }
-
-    #[test]
-    fn redact_url_hides_password() {
-        assert_eq!(
-            redact_url("postgres://u:pw@h:5432/d"),
-            "postgres://u:***@h:5432/d"
-        );
-        assert_eq!(redact_url("http://h:8123"), "http://h:8123/");
-    }
-
-    #[test]
-    fn example_config_parses_and_validates() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pgch.example.toml");
-        let cfg = Config::load_with_env(Some(&path), env(&[])).unwrap();
-        cfg.validate().unwrap();
-    }
-}
+mod tests;
