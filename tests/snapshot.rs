@@ -267,3 +267,66 @@ async fn existing_tables_are_reused_only_when_they_belong_to_the_slot_and_match(
         "{err}"
     );
 }
+
+// Multi-threaded: the blocking psql VACUUM must not stall the copy it waits for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacuum_full_during_a_parallel_copy_loses_no_rows() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    let rows = pgch::testkit::scaled(300_000);
+    pg.sql(&src.database, &ORDERS.replace("%ROWS%", &rows.to_string()))
+        .unwrap();
+    // Holes, so that VACUUM FULL moves rows to other blocks.
+    pg.sql(
+        &src.database,
+        "DELETE FROM public.big_orders WHERE id % 3 = 0;",
+    )
+    .unwrap();
+    let settings = guide_settings(pg, &src, &[("PGCH__PIPELINE__MODE", "snapshot_only")]);
+    let mut opts = SnapshotOptions::from_settings(&settings);
+    opts.workers = 2;
+    opts.partition_blocks = 32;
+    let ch = ClickHouse::shared();
+    let db = settings.destination.database.clone();
+    let copy = {
+        let settings = settings.clone();
+        tokio::spawn(async move { snapshot::run(&settings, &opts).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = ch
+            .query(&format!("SELECT count() FROM `{db}`.`_pgch_state` WHERE key LIKE 'copy/public_big_orders/%'"))
+            .await
+            .unwrap_or_default()
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0);
+        if done >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && !copy.is_finished(),
+            "the copy ended before the rewrite"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pg.sql(&src.database, "VACUUM FULL public.big_orders;")
+        .unwrap();
+    let report = copy.await.unwrap().unwrap();
+    assert!(
+        report.tables_recopied >= 1,
+        "the rewrite must be noticed: {report:?}"
+    );
+    assert_eq!(ch_checksums(ch, &db).await, pg_checksums(pg, &src.database));
+    let dupes = ch
+        .query(&format!(
+            "SELECT count() FROM `{db}`.`public_big_orders` FINAL"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        dupes.trim(),
+        (rows - rows / 3).to_string(),
+        "one row per key under FINAL"
+    );
+}

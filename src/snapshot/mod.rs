@@ -114,14 +114,21 @@ pub struct SnapshotReport {
     /// Partitions copied in this run (not those found done).
     pub partitions_copied: u64,
     pub partitions_skipped: u64,
+    /// Tables copied again because they were rewritten during the copy.
+    pub tables_recopied: u64,
     pub clamps: ClampCounts,
 }
 
 struct Job {
     plan: Arc<TablePlan>,
     range: Option<BlockRange>,
+    /// `<filenode>:<block range>`, the partition's key in `_pgch_state`.
+    label: String,
     progress: Arc<TableProgress>,
 }
+
+/// How many times a table rewritten during its copy is copied again before giving up.
+const MAX_RECOPY_ROUNDS: u32 = 5;
 
 /// Plans, creates and copies every published table; resumes where a previous run stopped.
 pub async fn run(
@@ -172,42 +179,110 @@ pub async fn run(
 
     let mut report = SnapshotReport::default();
     let mut jobs = Vec::new();
+    let mut planned = Vec::new();
     for plan in plans {
         let plan = Arc::new(plan);
         let progress = Arc::new(TableProgress::default());
-        let (blocks, estimate) = table_size(&pg, plan.source.oid).await?;
-        progress.rows_estimated.store(estimate, Ordering::Relaxed);
-        let ranges = partition(blocks, opts.partition_blocks, version);
-        progress
-            .partitions_total
-            .store(ranges.len() as u64, Ordering::Relaxed);
-        tracing::info!(
-            table = %plan.source.display(),
-            destination = %plan.dest,
-            estimated_rows = estimate,
-            partitions = ranges.len(),
-            "snapshot of table started"
-        );
-        for range in ranges {
-            let label = copy::partition_label(range);
-            if done.contains_key(&keys::copy_done(&plan.dest, &label)) {
-                progress.partitions_done.fetch_add(1, Ordering::Relaxed);
-                report.partitions_skipped += 1;
+        let filenode = plan_jobs(
+            &pg,
+            &plan,
+            &progress,
+            opts,
+            version,
+            &done,
+            &mut report,
+            &mut jobs,
+        )
+        .await?;
+        report.tables.insert(plan.dest.clone(), progress.clone());
+        planned.push((plan, progress, filenode));
+    }
+    report.partitions_copied = jobs.len() as u64;
+    report.clamps = run_jobs(settings, opts, jobs, &state).await?;
+
+    // A rewrite (VACUUM FULL, CLUSTER, pg_repack, a safe widening) during the copy moves
+    // rows between blocks: block ranges planned before it can miss or repeat rows. Its
+    // values are unchanged and of this slot's era, so the table is copied again in place
+    // under its new filenode (DESIGN.md rule 3).
+    for round in 1..=MAX_RECOPY_ROUNDS {
+        let mut again = Vec::new();
+        for (plan, progress, filenode) in &mut planned {
+            let (_, _, now) = table_size(&pg, plan.source.oid).await?;
+            if now == *filenode {
                 continue;
             }
-            jobs.push(Job {
-                plan: plan.clone(),
-                range,
-                progress: progress.clone(),
-            });
+            tracing::warn!(
+                table = %plan.source.display(),
+                round,
+                "table was rewritten during its copy; copying it again"
+            );
+            let done = state.load().await?;
+            progress.partitions_done.store(0, Ordering::Relaxed);
+            *filenode = plan_jobs(
+                &pg,
+                plan,
+                progress,
+                opts,
+                version,
+                &done,
+                &mut report,
+                &mut again,
+            )
+            .await?;
+            report.tables_recopied += 1;
         }
-        report.tables.insert(plan.dest.clone(), progress);
+        if again.is_empty() {
+            break;
+        }
+        report.partitions_copied += again.len() as u64;
+        let clamps = run_jobs(settings, opts, again, &state).await?;
+        report.clamps.merge(&clamps);
     }
-    drop(pg);
-    report.partitions_copied = jobs.len() as u64;
-    let clamps = run_jobs(settings, opts, jobs, &state).await?;
-    report.clamps = clamps;
     Ok(report)
+}
+
+/// Queues the partitions of `plan` not yet done under its current filenode; returns it.
+#[allow(clippy::too_many_arguments)]
+async fn plan_jobs(
+    pg: &tokio_postgres::Client,
+    plan: &Arc<TablePlan>,
+    progress: &Arc<TableProgress>,
+    opts: &SnapshotOptions,
+    version: u32,
+    done: &BTreeMap<String, String>,
+    report: &mut SnapshotReport,
+    jobs: &mut Vec<Job>,
+) -> Result<u32, SnapshotError> {
+    let (blocks, estimate, filenode) = table_size(pg, plan.source.oid).await?;
+    progress.rows_estimated.store(estimate, Ordering::Relaxed);
+    let ranges = partition(blocks, opts.partition_blocks, version);
+    progress
+        .partitions_total
+        .store(ranges.len() as u64, Ordering::Relaxed);
+    tracing::info!(
+        table = %plan.source.display(),
+        destination = %plan.dest,
+        estimated_rows = estimate,
+        partitions = ranges.len(),
+        filenode,
+        "snapshot of table started"
+    );
+    for range in ranges {
+        // Done-marks carry the filenode: after a rewrite none of them match.
+        let label = format!("{filenode}:{}", copy::partition_label(range));
+        if done.contains_key(&keys::copy_done(&plan.dest, &label)) {
+            progress.partitions_done.fetch_add(1, Ordering::Relaxed);
+            report.partitions_skipped += 1;
+            continue;
+        }
+        jobs.push(Job {
+            plan: plan.clone(),
+            range,
+            label,
+            progress: progress.clone(),
+        });
+    }
+    Ok(filenode)
 }
 
 fn check_collisions(plans: &[TablePlan]) -> Result<(), SnapshotError> {
@@ -319,11 +394,16 @@ fn unescape_tsv(field: &str) -> String {
         .replace("\\'", "'")
 }
 
-async fn table_size(pg: &tokio_postgres::Client, oid: u32) -> Result<(u64, u64), SnapshotError> {
+/// Blocks, estimated rows and the filenode (which a rewrite changes) of a table.
+async fn table_size(
+    pg: &tokio_postgres::Client,
+    oid: u32,
+) -> Result<(u64, u64, u32), SnapshotError> {
     let row = pg
         .query_one(
             "SELECT (pg_relation_size($1::oid) / current_setting('block_size')::int)::int8, \
-                    greatest(c.reltuples, 0)::int8 FROM pg_catalog.pg_class c WHERE c.oid = $1::oid",
+                    greatest(c.reltuples, 0)::int8, coalesce(pg_relation_filenode($1::oid), 0)::oid \
+               FROM pg_catalog.pg_class c WHERE c.oid = $1::oid",
             &[&oid],
         )
         .await
@@ -331,6 +411,7 @@ async fn table_size(pg: &tokio_postgres::Client, oid: u32) -> Result<(u64, u64),
     Ok((
         row.get::<_, i64>(0).max(0) as u64,
         row.get::<_, i64>(1).max(0) as u64,
+        row.get::<_, u32>(2),
     ))
 }
 
@@ -388,9 +469,8 @@ async fn run_jobs(
         };
         match result {
             Ok(()) => {
-                let label = copy::partition_label(job.range);
                 state
-                    .put(&keys::copy_done(&job.plan.dest, &label), "done")
+                    .put(&keys::copy_done(&job.plan.dest, &job.label), "done")
                     .await?;
                 let done = job.progress.partitions_done.fetch_add(1, Ordering::Relaxed) + 1;
                 if done == job.progress.partitions_total.load(Ordering::Relaxed) {
