@@ -150,7 +150,11 @@ impl Report {
 /// Runs every check of the source and the destination, concurrently.
 pub async fn run(settings: &Settings) -> Report {
     let (mut source, destination) = tokio::join!(
-        crate::source::preflight::run(&settings.source, settings.mode),
+        crate::source::preflight::run(
+            &settings.source,
+            settings.mode,
+            &settings.destination.table_names
+        ),
         crate::sink::preflight::run(&settings.destination),
     );
     source.extend(destination);

@@ -252,7 +252,20 @@ async fn colliding_destination_names_fail() {
         &report,
         "destination_names",
         "a.b_c and a_b.c all map to a_b_c",
-        "rename",
+        "[[tables]]",
+    );
+    // An override in the config resolves it.
+    let mut settings = guide_settings(pg, &src, &[]);
+    settings
+        .destination
+        .table_names
+        .insert("a.b_c".into(), "a_b_c_2".into());
+    let report = check::run(&settings).await;
+    assert_eq!(
+        outcome_of(&report, "destination_names")[0].outcome,
+        Outcome::Ok,
+        "{}",
+        report.render_text()
     );
 }
 

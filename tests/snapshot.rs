@@ -330,3 +330,40 @@ async fn vacuum_full_during_a_parallel_copy_loses_no_rows() {
         "one row per key under FINAL"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_only_works_through_a_transaction_pooler() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        "INSERT INTO public.orders SELECT g, g, g / 10.0 FROM generate_series(1, 1000) g;",
+    )
+    .unwrap();
+    let bouncer =
+        pgch::testkit::services::pgbouncer(pg.port, &[(&src.user, &src.password)]).unwrap();
+    let url = format!(
+        "postgres://{}:{}@127.0.0.1:{}/{}?sslmode=disable",
+        src.user,
+        percent_encoding::utf8_percent_encode(&src.password, percent_encoding::NON_ALPHANUMERIC),
+        bouncer.port,
+        src.database
+    );
+    let settings = common::settings_for(
+        &url,
+        &src.publication,
+        &[("PGCH__PIPELINE__MODE", "snapshot_only")],
+    );
+    snapshot::run(&settings, &SnapshotOptions::from_settings(&settings))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", bouncer.log()));
+    let ch = ClickHouse::shared();
+    let got = ch
+        .query(&format!(
+            "SELECT count(), sum(total) FROM `{}`.`public_orders` FINAL",
+            settings.destination.database
+        ))
+        .await
+        .unwrap();
+    assert_eq!(got.trim(), "1000\t50050");
+}

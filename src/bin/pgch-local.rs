@@ -1,6 +1,7 @@
 //! `pgch-local`: brings up a private Postgres (sample schema, and a user and publication
 //! set up exactly as the ClickPipes guide says) and a ClickHouse endpoint, then runs
-//! pgch against them, so a newcomer sees pgch work with one command. The servers stay up
+//! pgch against them — `pgch check`, then the snapshot — so a newcomer sees pgch work
+//! with one command. The servers stay up
 //! until Ctrl-C (or exit at once with `--once`), and are removed afterwards.
 
 use std::time::Duration;
@@ -112,7 +113,32 @@ async fn start_and_check(once: bool) -> Result<i32, String> {
         source_url,
         ch.url
     );
-    let code = i32::from(report.has_failures());
+    let mut code = i32::from(report.has_failures());
+    if code == 0 {
+        println!("\n$ PGCH__PIPELINE__MODE=snapshot_only pgch run\n");
+        let mut snapshot_settings = settings.clone();
+        snapshot_settings.mode = pgch::config::Mode::SnapshotOnly;
+        let opts = pgch::snapshot::SnapshotOptions::from_settings(&snapshot_settings);
+        match pgch::snapshot::run(&snapshot_settings, &opts).await {
+            Ok(_) => {
+                let db = &settings.destination.database;
+                let counts = ch
+                    .query(&format!(
+                        "SELECT name, total_rows FROM system.tables WHERE database = '{db}' ORDER BY name"
+                    ))
+                    .await?;
+                println!("ClickHouse now holds (database {db}):\n{counts}");
+                println!(
+                    "Query it: curl '{}/?query=SELECT+*+FROM+{db}.public_orders+FINAL+LIMIT+5'",
+                    ch.url
+                );
+            }
+            Err(e) => {
+                println!("snapshot failed: {e}");
+                code = 1;
+            }
+        }
+    }
     if once || std::env::var("CI").is_ok() {
         return Ok(code);
     }

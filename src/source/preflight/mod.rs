@@ -18,6 +18,7 @@ use crate::config::{Mode, PgEndpoint, SourceSettings};
 use tables::describe_publication;
 pub use tables::{
     judge_publication_actions, judge_replica_identity, name_collision_check, table_checks,
+    TableNames,
 };
 
 /// The oldest Postgres pgch supports.
@@ -30,7 +31,7 @@ pub const MIN_WAL_KEEP_HOURS: f64 = 12.0;
 pub const POOLER_PORT: u16 = 6432;
 
 /// Runs every source check for the configured mode.
-pub async fn run(src: &SourceSettings, mode: Mode) -> Vec<CheckResult> {
+pub async fn run(src: &SourceSettings, mode: Mode, names: &TableNames) -> Vec<CheckResult> {
     let mut out = Vec::new();
     let ep = &src.endpoint;
     let client = match connect::connect(ep).await {
@@ -72,7 +73,7 @@ pub async fn run(src: &SourceSettings, mode: Mode) -> Vec<CheckResult> {
     let Some(client) = client else {
         return out;
     };
-    match server_checks(&client, src, mode).await {
+    match server_checks(&client, src, mode, names).await {
         Ok(results) => out.extend(results),
         Err(e) => out.push(CheckResult::failed(
             "source_catalog",
@@ -177,6 +178,7 @@ async fn server_checks(
     client: &Client,
     src: &SourceSettings,
     mode: Mode,
+    names: &TableNames,
 ) -> Result<Vec<CheckResult>, tokio_postgres::Error> {
     let mut out = Vec::new();
     let version_num: u32 = show(client, "server_version_num")
@@ -222,6 +224,7 @@ async fn server_checks(
         &tables,
         &src.endpoint.user,
         version_num,
+        names,
     ));
     out.extend(slot_checks(client, src, mode, version_num).await?);
     out.push(wal_keep_check(client, version_num).await?);
@@ -618,7 +621,10 @@ mod tests {
 
     #[test]
     fn colliding_destination_names_fail() {
-        let r = name_collision_check(&[table("a_b", "c"), table("a", "b_c"), table("x", "y")]);
+        let r = name_collision_check(
+            &[table("a_b", "c"), table("a", "b_c"), table("x", "y")],
+            &TableNames::new(),
+        );
         assert_eq!(r.outcome, Outcome::Failed);
         assert!(
             r.observed.contains("a_b.c and a.b_c all map to a_b_c"),
@@ -626,7 +632,7 @@ mod tests {
             r.observed
         );
         assert_eq!(
-            name_collision_check(&[table("a", "b")]).outcome,
+            name_collision_check(&[table("a", "b")], &TableNames::new()).outcome,
             Outcome::Ok
         );
     }

@@ -2,6 +2,9 @@
 //! destination names, row filters and column lists.
 
 use crate::check::CheckResult;
+
+/// Destination table names by source `schema.table`, where the config overrides them.
+pub type TableNames = std::collections::BTreeMap<String, String>;
 use crate::source::catalog::{self, quote_ident, Publication, PublishedTable, ReplicaIdentity};
 
 /// One line describing the publication.
@@ -60,6 +63,7 @@ pub fn table_checks(
     tables: &[PublishedTable],
     user: &str,
     server_version: u32,
+    names: &TableNames,
 ) -> Vec<CheckResult> {
     let mut out = Vec::new();
     if tables.is_empty() {
@@ -73,15 +77,15 @@ pub fn table_checks(
         ));
         return out;
     }
-    let names: Vec<String> = tables.iter().map(PublishedTable::display).collect();
+    let listed: Vec<String> = tables.iter().map(PublishedTable::display).collect();
     out.push(CheckResult::ok(
         "publication_tables",
-        format!("{} table(s): {}", tables.len(), abbreviate(&names, 10)),
+        format!("{} table(s): {}", tables.len(), abbreviate(&listed, 10)),
     ));
     out.extend(privilege_checks(tables, user));
     out.extend(replica_identity_checks(tables));
     out.extend(partition_checks(publication, tables, server_version));
-    out.push(name_collision_check(tables));
+    out.push(name_collision_check(tables, names));
     out.extend(filter_reports(tables));
     out
 }
@@ -218,11 +222,16 @@ fn partition_checks(
 }
 
 /// Two source tables must not map to the same ClickHouse table (`a_b.c` and `a.b_c`).
-pub fn name_collision_check(tables: &[PublishedTable]) -> CheckResult {
+pub fn name_collision_check(tables: &[PublishedTable], names: &TableNames) -> CheckResult {
     let mut by_dest: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for t in tables {
         by_dest
-            .entry(catalog::destination_name(&t.schema, &t.name))
+            .entry(
+                names
+                    .get(&t.display())
+                    .cloned()
+                    .unwrap_or_else(|| catalog::destination_name(&t.schema, &t.name)),
+            )
             .or_default()
             .push(t.display());
     }
@@ -240,7 +249,7 @@ pub fn name_collision_check(tables: &[PublishedTable]) -> CheckResult {
         CheckResult::failed(
             "destination_names",
             format!("destination names collide: {}", collisions.join("; ")),
-            "rename one of the tables, or publish only one of them",
+            "give one of them its own name: [[tables]] source = \"schema.table\" destination = \"name\"",
         )
     }
 }
