@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod lsn;
+pub mod pipeline;
 pub mod sink;
 pub mod snapshot;
 pub mod source;

@@ -40,6 +40,7 @@ mod clamp;
 mod codec;
 mod decimal;
 mod error;
+mod placeholder;
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
 mod tests;
@@ -54,6 +55,7 @@ pub use clamp::{ClampCounts, ClampKind};
 pub use codec::{Codec, DateRange, NullMode, ValueCodec};
 pub use decimal::{DecimalOverflow, MAX_PRECISION};
 pub use error::{snippet, EncodeError};
+pub use placeholder::encode_placeholder;
 
 /// Days since 1970-01-01 of 0001-01-01: anything earlier is BC.
 const FIRST_AD_DAY: i64 = pgtext::days_from_civil(1, 1, 1);

@@ -1,0 +1,456 @@
+//! One table's pending changes, as row images (DESIGN.md rules 2 and 6), until they are
+//! encoded into one insert.
+//!
+//! ```text
+//!   insert            -> row(version = change LSN)
+//!   update            -> row(new); unchanged TOAST taken from the latest image of the key
+//!   update, key moved -> delete marker(old key) + row(new)
+//!   delete            -> delete marker(key), _is_deleted = 1
+//! ```
+//!
+//! Every image carries the WAL start of its own change as `_version`, so for one key the
+//! versions grow in commit order and a replay converges. An unchanged TOAST value (`u`)
+//! is never written as empty or NULL: it is copied from the latest earlier image of the
+//! same key in this batch, from the full old tuple under `REPLICA IDENTITY FULL`, or left
+//! unresolved for the writer to read from Postgres by key before encoding.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::flush::BatchFill;
+use crate::lsn::Lsn;
+use crate::sink::rowbinary::{
+    encode_placeholder, encode_value, ClampCounts, Codec, EncodeError, NullMode,
+};
+use crate::source::pgoutput::{ColumnValue, OldTuple, TupleData};
+
+/// One cell of a pending row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cell {
+    Null,
+    /// Postgres' text output of the value.
+    Text(Bytes),
+    /// A TOASTed value the update left unchanged and this batch could not supply.
+    Unresolved,
+}
+
+/// One row image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRow {
+    pub version: Lsn,
+    pub deleted: bool,
+    pub cells: Vec<Cell>,
+}
+
+/// Why a change could not become a row image.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ImageError {
+    #[error("a tuple has {found} columns, the table {expected}: its shape changed")]
+    ColumnCount { found: usize, expected: usize },
+    #[error("the tuple sends column {column} in binary, which pgch never asks for")]
+    Binary { column: usize },
+    #[error("column {column}: {source}")]
+    Encode { column: usize, source: EncodeError },
+    #[error("column {column} of a row is an unchanged TOAST value that was not resolved")]
+    UnresolvedToast { column: usize },
+}
+
+type Key = Vec<Option<Bytes>>;
+
+/// The pending row images of one table.
+#[derive(Debug)]
+pub struct TableBatch {
+    key_columns: Vec<usize>,
+    columns: usize,
+    rows: Vec<PendingRow>,
+    /// Latest live (not deleted) image per key, by index into `rows`.
+    latest: HashMap<Key, usize>,
+    pub fill: BatchFill,
+}
+
+impl TableBatch {
+    /// An empty batch for a table of `columns` columns keyed by `key_columns`.
+    pub fn new(columns: usize, key_columns: Vec<usize>) -> Self {
+        TableBatch {
+            key_columns,
+            columns,
+            rows: Vec::new(),
+            latest: HashMap::new(),
+            fill: BatchFill::default(),
+        }
+    }
+
+    /// The row images, in change order.
+    pub fn rows(&self) -> &[PendingRow] {
+        &self.rows
+    }
+
+    /// Drops everything (after a flush, or a TRUNCATE barrier).
+    pub fn clear(&mut self) {
+        self.rows.clear();
+        self.latest.clear();
+        self.fill.reset();
+    }
+
+    fn cells(&self, tuple: &TupleData) -> Result<Vec<Cell>, ImageError> {
+        if tuple.columns.len() != self.columns {
+            return Err(ImageError::ColumnCount {
+                found: tuple.columns.len(),
+                expected: self.columns,
+            });
+        }
+        tuple
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                ColumnValue::Null => Ok(Cell::Null),
+                ColumnValue::Text(b) => Ok(Cell::Text(b.clone())),
+                ColumnValue::UnchangedToast => Ok(Cell::Unresolved),
+                ColumnValue::Binary(_) => Err(ImageError::Binary { column: i }),
+            })
+            .collect()
+    }
+
+    fn key_of(&self, cells: &[Cell]) -> Key {
+        self.key_columns
+            .iter()
+            .map(|&i| match cells.get(i) {
+                Some(Cell::Text(b)) => Some(b.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn push(&mut self, row: PendingRow, now: Instant) {
+        let key = self.key_of(&row.cells);
+        let bytes: usize = row
+            .cells
+            .iter()
+            .map(|c| match c {
+                Cell::Text(b) => b.len() + 2,
+                _ => 1,
+            })
+            .sum::<usize>()
+            + 9;
+        self.fill.add(bytes as u64, now);
+        if row.deleted {
+            self.latest.remove(&key);
+        } else {
+            self.latest.insert(key, self.rows.len());
+        }
+        self.rows.push(row);
+    }
+
+    /// Fills unchanged TOAST cells from `source` (an earlier image of the row).
+    fn fill_unchanged(cells: &mut [Cell], source: &[Cell]) {
+        for (cell, earlier) in cells.iter_mut().zip(source) {
+            if *cell == Cell::Unresolved && *earlier != Cell::Unresolved {
+                *cell = earlier.clone();
+            }
+        }
+    }
+
+    /// An INSERT.
+    pub fn insert(
+        &mut self,
+        version: Lsn,
+        new: &TupleData,
+        now: Instant,
+    ) -> Result<(), ImageError> {
+        let cells = self.cells(new)?;
+        self.push(
+            PendingRow {
+                version,
+                deleted: false,
+                cells,
+            },
+            now,
+        );
+        Ok(())
+    }
+
+    /// An UPDATE; `old` is the key (`K`, sent when the key changed) or the full old row
+    /// (`O`, under REPLICA IDENTITY FULL).
+    pub fn update(
+        &mut self,
+        version: Lsn,
+        old: Option<&OldTuple>,
+        new: &TupleData,
+        now: Instant,
+    ) -> Result<(), ImageError> {
+        let mut cells = self.cells(new)?;
+        let old_cells = match old {
+            Some(OldTuple::Key(t)) | Some(OldTuple::Full(t)) => Some(self.cells(t)?),
+            None => None,
+        };
+        let old_key = old_cells.as_ref().map(|c| self.key_of(c));
+        // The latest image of the row: under its old key when the key moved.
+        let lookup = old_key.clone().unwrap_or_else(|| self.key_of(&cells));
+        if let Some(&i) = self.latest.get(&lookup) {
+            let earlier = self.rows[i].cells.clone();
+            Self::fill_unchanged(&mut cells, &earlier);
+        }
+        if let Some(OldTuple::Full(_)) = old {
+            if let Some(full) = &old_cells {
+                Self::fill_unchanged(&mut cells, full);
+            }
+        }
+        let new_key = self.key_of(&cells);
+        if let (Some(old_key), Some(old_cells)) = (old_key, old_cells) {
+            if old_key != new_key {
+                let marker = self.marker(&old_cells);
+                self.push(
+                    PendingRow {
+                        version,
+                        deleted: true,
+                        cells: marker,
+                    },
+                    now,
+                );
+            }
+        }
+        self.push(
+            PendingRow {
+                version,
+                deleted: false,
+                cells,
+            },
+            now,
+        );
+        Ok(())
+    }
+
+    /// A DELETE: a marker with the key (and whatever else the old tuple carries).
+    pub fn delete(&mut self, version: Lsn, old: &OldTuple, now: Instant) -> Result<(), ImageError> {
+        let (OldTuple::Key(t) | OldTuple::Full(t)) = old;
+        let cells = self.cells(t)?;
+        let marker = self.marker(&cells);
+        self.push(
+            PendingRow {
+                version,
+                deleted: true,
+                cells: marker,
+            },
+            now,
+        );
+        Ok(())
+    }
+
+    /// A delete marker keeps the key columns; the rest become placeholders.
+    fn marker(&self, cells: &[Cell]) -> Vec<Cell> {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if self.key_columns.contains(&i) {
+                    c.clone()
+                } else {
+                    Cell::Null
+                }
+            })
+            .collect()
+    }
+
+    /// `(row, column)` of every cell still waiting for its TOAST value, with the key to
+    /// read it by.
+    pub fn unresolved(&self) -> Vec<(usize, usize, Key)> {
+        let mut out = Vec::new();
+        for (r, row) in self.rows.iter().enumerate() {
+            for (c, cell) in row.cells.iter().enumerate() {
+                if *cell == Cell::Unresolved {
+                    out.push((r, c, self.key_of(&row.cells)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Supplies a TOAST value read from Postgres.
+    pub fn resolve(&mut self, row: usize, column: usize, value: Cell) {
+        if let Some(cell) = self.rows.get_mut(row).and_then(|r| r.cells.get_mut(column)) {
+            *cell = value;
+        }
+    }
+
+    /// Encodes every row, with `_version` and `_is_deleted`, into `out`.
+    pub fn encode(
+        &self,
+        codecs: &[&Codec],
+        out: &mut BytesMut,
+        clamps: &mut ClampCounts,
+    ) -> Result<(), ImageError> {
+        for row in &self.rows {
+            for (i, (cell, codec)) in row.cells.iter().zip(codecs).enumerate() {
+                match cell {
+                    Cell::Text(b) => encode_value(codec, Some(b), out, clamps),
+                    Cell::Null if row.deleted && codec.nulls != NullMode::Nullable => {
+                        encode_placeholder(codec, out);
+                        Ok(())
+                    }
+                    Cell::Null => encode_value(codec, None, out, clamps),
+                    Cell::Unresolved if row.deleted => {
+                        encode_placeholder(codec, out);
+                        Ok(())
+                    }
+                    Cell::Unresolved => return Err(ImageError::UnresolvedToast { column: i }),
+                }
+                .map_err(|source| ImageError::Encode { column: i, source })?;
+            }
+            out.put_u64_le(row.version.as_u64());
+            out.put_u8(u8::from(row.deleted));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(values: &[Option<&str>]) -> TupleData {
+        TupleData {
+            columns: values
+                .iter()
+                .map(|v| match v {
+                    Some("<u>") => ColumnValue::UnchangedToast,
+                    Some(s) => ColumnValue::Text(Bytes::copy_from_slice(s.as_bytes())),
+                    None => ColumnValue::Null,
+                })
+                .collect(),
+        }
+    }
+
+    fn text(s: &str) -> Cell {
+        Cell::Text(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn a_key_update_writes_a_marker_for_the_old_key_and_the_new_row() {
+        let now = Instant::now();
+        let mut b = TableBatch::new(2, vec![0]);
+        b.insert(Lsn::new(10), &t(&[Some("1"), Some("a")]), now)
+            .unwrap();
+        b.update(
+            Lsn::new(20),
+            Some(&OldTuple::Key(t(&[Some("1"), None]))),
+            &t(&[Some("2"), Some("a")]),
+            now,
+        )
+        .unwrap();
+        b.delete(Lsn::new(30), &OldTuple::Key(t(&[Some("2"), None])), now)
+            .unwrap();
+        let rows = b.rows();
+        assert_eq!(rows.len(), 4);
+        assert_eq!(
+            (rows[1].version, rows[1].deleted, rows[1].cells.clone()),
+            (Lsn::new(20), true, vec![text("1"), Cell::Null])
+        );
+        assert_eq!(
+            (rows[2].deleted, rows[2].cells.clone()),
+            (false, vec![text("2"), text("a")])
+        );
+        assert_eq!((rows[3].version, rows[3].deleted), (Lsn::new(30), true));
+        assert_eq!(b.fill.rows, 4);
+    }
+
+    #[test]
+    fn unchanged_toast_comes_from_the_latest_image_in_the_batch() {
+        let now = Instant::now();
+        let mut b = TableBatch::new(3, vec![0]);
+        b.insert(Lsn::new(1), &t(&[Some("1"), Some("v"), Some("big")]), now)
+            .unwrap();
+        b.update(
+            Lsn::new(2),
+            None,
+            &t(&[Some("1"), Some("w"), Some("<u>")]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(b.rows()[1].cells[2], text("big"));
+        // Moved to another key: still found under the old key.
+        b.update(
+            Lsn::new(3),
+            Some(&OldTuple::Key(t(&[Some("1"), None, None]))),
+            &t(&[Some("9"), Some("x"), Some("<u>")]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(b.rows()[3].cells[2], text("big"));
+        // Not in the batch: left for the writer to read from Postgres.
+        b.update(
+            Lsn::new(4),
+            None,
+            &t(&[Some("5"), Some("y"), Some("<u>")]),
+            now,
+        )
+        .unwrap();
+        let unresolved = b.unresolved();
+        assert_eq!(unresolved.len(), 1);
+        assert_eq!((unresolved[0].0, unresolved[0].1), (4, 2));
+        assert_eq!(unresolved[0].2, vec![Some(Bytes::from_static(b"5"))]);
+        b.resolve(4, 2, text("fetched"));
+        assert!(b.unresolved().is_empty());
+    }
+
+    #[test]
+    fn a_full_old_tuple_supplies_unchanged_values() {
+        let now = Instant::now();
+        let mut b = TableBatch::new(2, vec![0, 1]);
+        let old = OldTuple::Full(t(&[Some("1"), Some("big")]));
+        b.update(Lsn::new(7), Some(&old), &t(&[Some("1"), Some("<u>")]), now)
+            .unwrap();
+        assert_eq!(b.rows().len(), 1, "same key: no marker");
+        assert_eq!(b.rows()[0].cells[1], text("big"));
+    }
+
+    #[test]
+    fn rows_and_markers_encode_with_version_and_deleted_flag() {
+        use crate::sink::types::{map_column, MappingOptions, PgType};
+        let opts = MappingOptions::default();
+        let key = map_column(&PgType::base(23, "int4"), true, true, &opts).unwrap();
+        let nullable = map_column(&PgType::base(25, "text"), false, false, &opts).unwrap();
+        let not_null = map_column(&PgType::base(25, "text"), true, false, &opts).unwrap();
+        let codecs = [&key.codec, &nullable.codec, &not_null.codec];
+        let now = Instant::now();
+        let mut b = TableBatch::new(3, vec![0]);
+        b.insert(Lsn::new(0x10), &t(&[Some("7"), Some("a"), Some("b")]), now)
+            .unwrap();
+        b.delete(
+            Lsn::new(0x20),
+            &OldTuple::Key(t(&[Some("7"), None, None])),
+            now,
+        )
+        .unwrap();
+        let mut out = BytesMut::new();
+        let mut clamps = ClampCounts::default();
+        b.encode(&codecs, &mut out, &mut clamps).unwrap();
+        let mut expected: Vec<u8> = Vec::new();
+        expected.extend(7i32.to_le_bytes());
+        expected.extend([0, 1, b'a', 1, b'b']);
+        expected.extend(0x10u64.to_le_bytes());
+        expected.push(0);
+        expected.extend(7i32.to_le_bytes());
+        expected.extend([1, 0]); // NULL, then the empty-string placeholder
+        expected.extend(0x20u64.to_le_bytes());
+        expected.push(1);
+        assert_eq!(out.to_vec(), expected);
+    }
+
+    #[test]
+    fn a_tuple_of_another_shape_is_refused() {
+        let mut b = TableBatch::new(2, vec![0]);
+        let err = b
+            .insert(Lsn::new(1), &t(&[Some("1")]), Instant::now())
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ImageError::ColumnCount {
+                found: 1,
+                expected: 2
+            }
+        );
+    }
+}
