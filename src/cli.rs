@@ -76,8 +76,6 @@ pub enum Command {
 
 /// Exit code of a failed check or a fatal error.
 pub const EXIT_FAILURE: i32 = 1;
-/// Exit code of a command that is not built yet.
-pub const EXIT_NOT_BUILT: i32 = 2;
 
 /// Runs a parsed command; returns the process exit code and prints to stdout/stderr.
 pub async fn execute(cli: Cli) -> i32 {
@@ -133,10 +131,13 @@ async fn run(config: Option<&std::path::Path>) -> i32 {
         }
     };
     if settings.mode != crate::config::Mode::SnapshotOnly {
-        return not_built(
-            "run",
-            "streaming changes (snapshot_and_cdc, cdc_only); set pipeline.mode = \"snapshot_only\" for a one-off copy",
-        );
+        return match crate::cdc::run(&settings, shutdown_signal()).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("pgch run: {e}");
+                EXIT_FAILURE
+            }
+        };
     }
     let started = std::time::Instant::now();
     match crate::snapshot::run(
@@ -166,6 +167,23 @@ async fn run(config: Option<&std::path::Path>) -> i32 {
             EXIT_FAILURE
         }
     }
+}
+
+/// Resolves on SIGTERM or SIGINT: the pipeline then drains, flushes and acknowledges.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutdown requested: flushing and acknowledging");
 }
 
 async fn tail(config: Option<&std::path::Path>, args: &TailArgs) -> i32 {
@@ -198,11 +216,4 @@ async fn tail(config: Option<&std::path::Path>, args: &TailArgs) -> i32 {
             EXIT_FAILURE
         }
     }
-}
-
-fn not_built(command: &str, what: &str) -> i32 {
-    eprintln!(
-        "pgch {command}: not built yet — {what} arrives in a later release. `pgch check` works today."
-    );
-    EXIT_NOT_BUILT
 }

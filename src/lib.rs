@@ -1,6 +1,7 @@
 //! pgch: streams PostgreSQL into ClickHouse — an initial snapshot, then change data
 //! capture from a `pgoutput` logical replication slot.
 
+pub mod cdc;
 pub mod check;
 pub mod checkpoint;
 pub mod cli;

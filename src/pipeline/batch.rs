@@ -34,6 +34,9 @@ pub enum Cell {
     Text(Bytes),
     /// A TOASTed value the update left unchanged and this batch could not supply.
     Unresolved,
+    /// Any valid value: the row no longer exists in Postgres, so a later delete
+    /// supersedes this image whatever it holds.
+    Placeholder,
 }
 
 /// One row image.
@@ -292,6 +295,10 @@ impl TableBatch {
                     }
                     Cell::Null => encode_value(codec, None, out, clamps),
                     Cell::Unresolved if row.deleted => {
+                        encode_placeholder(codec, out);
+                        Ok(())
+                    }
+                    Cell::Placeholder => {
                         encode_placeholder(codec, out);
                         Ok(())
                     }

@@ -137,31 +137,7 @@ pub async fn run(
 ) -> Result<SnapshotReport, SnapshotError> {
     let ep = &settings.source.endpoint;
     let pg = connect::connect(ep).await?;
-    let version: u32 = pg
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(SnapshotError::Catalog)?
-        .get::<_, i32>(0) as u32;
-    let tables = catalog::published_tables(&pg, &settings.source.publication, version)
-        .await
-        .map_err(SnapshotError::Catalog)?;
-    if tables.is_empty() {
-        return Err(SnapshotError::NoTables(settings.source.publication.clone()));
-    }
-    let mut plans = Vec::with_capacity(tables.len());
-    for t in &tables {
-        let cols = published_columns(&pg, t, version)
-            .await
-            .map_err(SnapshotError::Catalog)?;
-        let dest = settings
-            .destination
-            .table_names
-            .get(&t.display())
-            .cloned()
-            .unwrap_or_else(|| catalog::destination_name(&t.schema, &t.name));
-        plans.push(plan_table(t, dest, cols, &opts.mapping)?);
-    }
-    check_collisions(&plans)?;
+    let (plans, version) = plan_all(&pg, settings, opts).await?;
 
     let dest = &settings.destination;
     let ch = ch_client::client(dest, false);
@@ -283,6 +259,40 @@ async fn plan_jobs(
         });
     }
     Ok(filenode)
+}
+
+/// Plans every published table (types, key, destination name); fails on collisions.
+pub async fn plan_all(
+    pg: &tokio_postgres::Client,
+    settings: &Settings,
+    opts: &SnapshotOptions,
+) -> Result<(Vec<TablePlan>, u32), SnapshotError> {
+    let version: u32 = pg
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(SnapshotError::Catalog)?
+        .get::<_, i32>(0) as u32;
+    let tables = catalog::published_tables(pg, &settings.source.publication, version)
+        .await
+        .map_err(SnapshotError::Catalog)?;
+    if tables.is_empty() {
+        return Err(SnapshotError::NoTables(settings.source.publication.clone()));
+    }
+    let mut plans = Vec::with_capacity(tables.len());
+    for t in &tables {
+        let cols = published_columns(pg, t, version)
+            .await
+            .map_err(SnapshotError::Catalog)?;
+        let dest = settings
+            .destination
+            .table_names
+            .get(&t.display())
+            .cloned()
+            .unwrap_or_else(|| catalog::destination_name(&t.schema, &t.name));
+        plans.push(plan_table(t, dest, cols, &opts.mapping)?);
+    }
+    check_collisions(&plans)?;
+    Ok((plans, version))
 }
 
 fn check_collisions(plans: &[TablePlan]) -> Result<(), SnapshotError> {

@@ -1,0 +1,338 @@
+//! Applies decoded changes to per-table batches and writes them to ClickHouse.
+//!
+//! Every flush writes all non-empty batches; only when every insert has returned are
+//! the commits received before the flush marked durable in the ledger, whose safe LSN
+//! then goes to the slot (DESIGN.md rule 5). A failed insert is retried with the same
+//! rows (they are versioned: a repeat converges), so nothing is lost or reordered.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::checkpoint::{CommitTicket, Ledger};
+use crate::config::DestinationSettings;
+use crate::lsn::Lsn;
+use crate::pipeline::batch::{Cell, ImageError, TableBatch};
+use crate::pipeline::flush::FlushPolicy;
+use crate::sink::client::{self as ch_client, SinkError};
+use crate::sink::ddl::SYSTEM_COLUMNS;
+use crate::sink::preflight::quote_ident as ch_quote;
+use crate::sink::rowbinary::{ClampCounts, Codec};
+use crate::sink::writer::RowBinaryInsert;
+use crate::snapshot::plan::TablePlan;
+use crate::source::catalog::quote_ident;
+use crate::source::pgoutput::{Oid, Relation};
+
+/// Why applying failed for good.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{table}: {source}")]
+    Image { table: String, source: ImageError },
+    #[error("a change refers to relation {0}, which no Relation message announced")]
+    UnknownRelation(Oid),
+    #[error(
+        "{0} is not part of the publication pgch planned at start; restart pgch to pick it up"
+    )]
+    UnplannedTable(String),
+    #[error("the columns of {table} changed ({detail}); schema changes are not followed yet: run `pgch resync --table {table}`")]
+    SchemaChanged { table: String, detail: String },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("reading unchanged TOAST values of {table} from Postgres failed: {source}")]
+    Toast {
+        table: String,
+        source: tokio_postgres::Error,
+    },
+}
+
+struct Lane {
+    plan: Arc<TablePlan>,
+    batch: TableBatch,
+}
+
+/// The apply side of the pipeline: relations, batches, ledger.
+pub struct Applier {
+    lanes: Vec<Lane>,
+    by_name: HashMap<String, usize>,
+    relations: HashMap<Oid, usize>,
+    pub ledger: Ledger,
+    /// Commits received since the last flush.
+    pending: Vec<CommitTicket>,
+    policy: FlushPolicy,
+    pub clamps: ClampCounts,
+    inserts: u64,
+}
+
+impl Applier {
+    /// An applier for the planned tables, starting at the slot's confirmed position.
+    pub fn new(plans: Vec<Arc<TablePlan>>, confirmed: Lsn, policy: FlushPolicy) -> Self {
+        let mut by_name = HashMap::new();
+        let lanes = plans
+            .into_iter()
+            .enumerate()
+            .map(|(i, plan)| {
+                by_name.insert(plan.source.display(), i);
+                let keys = plan
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.is_key())
+                    .map(|(i, _)| i)
+                    .collect();
+                Lane {
+                    batch: TableBatch::new(plan.columns.len(), keys),
+                    plan,
+                }
+            })
+            .collect();
+        Applier {
+            lanes,
+            by_name,
+            relations: HashMap::new(),
+            ledger: Ledger::new(confirmed),
+            pending: Vec::new(),
+            policy,
+            clamps: ClampCounts::default(),
+            inserts: 0,
+        }
+    }
+
+    /// A Relation message: maps its id to a planned table whose columns it must match.
+    pub fn relation(&mut self, r: &Relation) -> Result<(), ApplyError> {
+        let name = format!("{}.{}", r.namespace, r.name);
+        let &lane = self
+            .by_name
+            .get(&name)
+            .ok_or_else(|| ApplyError::UnplannedTable(name.clone()))?;
+        let planned: Vec<&str> = self.lanes[lane]
+            .plan
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        let sent: Vec<&str> = r.columns.iter().map(|c| c.name.as_str()).collect();
+        if planned != sent {
+            return Err(ApplyError::SchemaChanged {
+                table: name,
+                detail: format!(
+                    "planned ({}), now ({})",
+                    planned.join(", "),
+                    sent.join(", ")
+                ),
+            });
+        }
+        self.relations.insert(r.id, lane);
+        Ok(())
+    }
+
+    /// The batch of a relation id.
+    pub fn batch(&mut self, relation: Oid) -> Result<(&mut TableBatch, String), ApplyError> {
+        let &lane = self
+            .relations
+            .get(&relation)
+            .ok_or(ApplyError::UnknownRelation(relation))?;
+        let l = &mut self.lanes[lane];
+        Ok((&mut l.batch, l.plan.source.display()))
+    }
+
+    /// The destination table of a relation id (for TRUNCATE).
+    pub fn lane_of(&self, relation: Oid) -> Option<usize> {
+        self.relations.get(&relation).copied()
+    }
+
+    /// A commit: acknowledgeable after the next flush.
+    pub fn commit(&mut self, end_lsn: Lsn) {
+        let t = self.ledger.commit(end_lsn);
+        self.pending.push(t);
+    }
+
+    /// Whether any batch must be written now.
+    pub fn flush_due(&self, now: Instant) -> bool {
+        self.lanes
+            .iter()
+            .any(|l| self.policy.due(&l.batch.fill, now).is_some())
+    }
+
+    /// Until the oldest batch is due by age.
+    pub fn time_left(&self, now: Instant) -> Option<Duration> {
+        self.lanes
+            .iter()
+            .filter_map(|l| self.policy.time_left(&l.batch.fill, now))
+            .min()
+    }
+
+    /// Whether rows wait in any batch.
+    pub fn has_rows(&self) -> bool {
+        self.lanes.iter().any(|l| !l.batch.fill.is_empty())
+    }
+
+    /// Commits waiting for a flush.
+    pub fn has_pending_commits(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Drops a table's unflushed rows and empties its ClickHouse table (TRUNCATE,
+    /// DESIGN.md rule 8: this loop has no other insert in flight for it).
+    pub async fn truncate(
+        &mut self,
+        lane: usize,
+        ch: &clickhouse::Client,
+        dest: &DestinationSettings,
+    ) -> Result<(), ApplyError> {
+        let l = &mut self.lanes[lane];
+        l.batch.clear();
+        let sql = format!(
+            "TRUNCATE TABLE {}.{}",
+            ch_quote(&dest.database),
+            ch_quote(&l.plan.dest)
+        );
+        ch_client::execute(ch, dest, &sql).await?;
+        Ok(())
+    }
+
+    /// Writes every batch, then marks the commits received so far durable. Returns the
+    /// LSN that may now be confirmed.
+    pub async fn flush(
+        &mut self,
+        pg: &tokio_postgres::Client,
+        ch: &clickhouse::Client,
+        dest: &DestinationSettings,
+    ) -> Result<Lsn, ApplyError> {
+        for i in 0..self.lanes.len() {
+            if self.lanes[i].batch.fill.is_empty() {
+                continue;
+            }
+            resolve_toast(pg, &mut self.lanes[i]).await?;
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match self.write_lane(i, ch, dest).await {
+                    Ok(()) => break,
+                    Err(ApplyError::Sink(e)) if is_transient(&e) => {
+                        tracing::warn!(table = %self.lanes[i].plan.dest, error = %e, retry_in_ms = backoff.as_millis() as u64, "insert failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            self.lanes[i].batch.clear();
+        }
+        for t in self.pending.drain(..) {
+            self.ledger.mark_durable(t);
+        }
+        Ok(self.ledger.safe_lsn())
+    }
+
+    async fn write_lane(
+        &mut self,
+        i: usize,
+        ch: &clickhouse::Client,
+        dest: &DestinationSettings,
+    ) -> Result<(), ApplyError> {
+        let lane = &self.lanes[i];
+        let codecs: Vec<&Codec> = lane.plan.mappings.iter().map(|m| &m.codec).collect();
+        let mut buf = BytesMut::new();
+        let mut clamps = ClampCounts::default();
+        lane.batch
+            .encode(&codecs, &mut buf, &mut clamps)
+            .map_err(|source| ApplyError::Image {
+                table: lane.plan.source.display(),
+                source,
+            })?;
+        let mut columns: Vec<String> = lane.plan.columns.iter().map(|c| c.name.clone()).collect();
+        columns.extend(SYSTEM_COLUMNS.iter().take(2).map(|(n, _)| n.to_string()));
+        self.inserts += 1;
+        let query_id = format!(
+            "pgch-cdc-{}-{}-{}",
+            lane.plan.dest,
+            std::process::id(),
+            self.inserts
+        );
+        let mut insert = RowBinaryInsert::start(ch, dest, &lane.plan.dest, &columns, query_id);
+        insert.buffer().extend_from_slice(&buf);
+        insert.row_done().await?;
+        insert.finish().await?;
+        self.clamps.merge(&clamps);
+        Ok(())
+    }
+}
+
+/// Network trouble and server-side failures are retried; a rejected insert (bad data,
+/// missing table, wrong credentials) is not.
+fn is_transient(e: &SinkError) -> bool {
+    match e {
+        SinkError::Unreachable { .. } | SinkError::Other { .. } => true,
+        SinkError::Server { code, .. } => {
+            matches!(code, 159 | 202 | 209 | 210 | 241 | 242 | 252 | 3 | 425)
+        }
+        SinkError::Authentication { .. } => false,
+    }
+}
+
+/// Reads unchanged TOAST values the batch could not supply, by key, from Postgres
+/// (DESIGN.md rule 6). A row gone by now is superseded by its later delete, so its cell
+/// becomes a placeholder harmlessly; read committed sees every commit the stream has
+/// delivered (with synchronous replication the stream can run ahead: not handled yet).
+async fn resolve_toast(pg: &tokio_postgres::Client, lane: &mut Lane) -> Result<(), ApplyError> {
+    let missing = lane.batch.unresolved();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let plan = &lane.plan;
+    let key_cols: Vec<usize> = plan
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_key())
+        .map(|(i, _)| i)
+        .collect();
+    for (row, column, key) in missing {
+        let col = &plan.columns[column];
+        let conditions: Vec<String> = key_cols
+            .iter()
+            .enumerate()
+            .map(|(n, &k)| {
+                let kc = &plan.columns[k];
+                format!(
+                    "{} = ${}::text::{}",
+                    quote_ident(&kc.name),
+                    n + 1,
+                    kc.type_name
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT CASE WHEN {c}::text IS NULL THEN NULL ELSE format('%s', {c}) END FROM {t} WHERE {w}",
+            c = quote_ident(&col.name),
+            t = plan.source.qualified(),
+            w = conditions.join(" AND ")
+        );
+        let params: Vec<String> = key
+            .iter()
+            .map(|k| {
+                k.as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let found = pg
+            .query_opt(&sql, &refs)
+            .await
+            .map_err(|source| ApplyError::Toast {
+                table: plan.source.display(),
+                source,
+            })?;
+        let cell = match found.and_then(|r| r.get::<_, Option<String>>(0)) {
+            Some(text) => Cell::Text(Bytes::from(text)),
+            None => Cell::Placeholder,
+        };
+        lane.batch.resolve(row, column, cell);
+    }
+    Ok(())
+}
