@@ -1,8 +1,8 @@
 //! `pgch-local`: brings up a private Postgres (sample schema, and a user and publication
 //! set up exactly as the ClickPipes guide says) and a ClickHouse endpoint, then runs
-//! pgch against them — `pgch check`, then the snapshot — so a newcomer sees pgch work
-//! with one command. The servers stay up
-//! until Ctrl-C (or exit at once with `--once`), and are removed afterwards.
+//! pgch against them — `pgch check`, then `pgch run` (snapshot, then streaming) while a
+//! small live workload writes — so a newcomer watches rows arrive in ClickHouse. It runs
+//! until Ctrl-C (`--once`, or CI: 8 seconds), then removes the servers.
 
 use std::time::Duration;
 
@@ -113,42 +113,84 @@ async fn start_and_check(once: bool) -> Result<i32, String> {
         source_url,
         ch.url
     );
-    let mut code = i32::from(report.has_failures());
-    if code == 0 {
-        println!("\n$ PGCH__PIPELINE__MODE=snapshot_only pgch run\n");
-        let mut snapshot_settings = settings.clone();
-        snapshot_settings.mode = pgch::config::Mode::SnapshotOnly;
-        let opts = pgch::snapshot::SnapshotOptions::from_settings(&snapshot_settings);
-        match pgch::snapshot::run(&snapshot_settings, &opts).await {
-            Ok(_) => {
-                let db = &settings.destination.database;
-                let counts = ch
-                    .query(&format!(
-                        "SELECT name, total_rows FROM system.tables WHERE database = '{db}' ORDER BY name"
-                    ))
-                    .await?;
-                println!("ClickHouse now holds (database {db}):\n{counts}");
-                println!(
-                    "Query it: curl '{}/?query=SELECT+*+FROM+{db}.public_orders+FINAL+LIMIT+5'",
-                    ch.url
-                );
-            }
-            Err(e) => {
-                println!("snapshot failed: {e}");
-                code = 1;
-            }
-        }
+    if report.has_failures() {
+        return Ok(1);
     }
-    if once || std::env::var("CI").is_ok() {
-        return Ok(code);
-    }
-    println!("The servers stay up until Ctrl-C.");
-    loop {
+    println!(
+        "\n$ pgch run      (snapshot, then streaming; a live workload writes to the source)\n"
+    );
+    let stop_after = if once || std::env::var("CI").is_ok() {
+        Some(Duration::from_secs(8))
+    } else {
+        None
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let pipeline = {
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            pgch::cdc::run(&settings, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    let db = settings.destination.database.clone();
+    let started = std::time::Instant::now();
+    let mut tick = 0u64;
+    let code = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = tokio::signal::ctrl_c() => break 0,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-    }
+        if pipeline.is_finished() {
+            break 1;
+        }
+        tick += 1;
+        // The live workload: a new order, a status change, now and then a delete.
+        let workload = format!(
+            "INSERT INTO public.orders (customer_id, total) VALUES ({c}, {t});
+             UPDATE public.orders SET status = 'paid' WHERE id = {u};
+             DELETE FROM public.orders WHERE id = {d} AND {tick} % 5 = 0;",
+            c = 1 + tick % 1000,
+            t = tick % 500,
+            u = 1 + (tick * 7) % 10_000,
+            d = 1 + (tick * 13) % 10_000,
+        );
+        pg.sql(DATABASE, &workload)?;
+        if tick.is_multiple_of(4) {
+            let pg_count = pg.sql(DATABASE, "SELECT count(*) FROM public.orders")?;
+            let ch_count = ch
+                .query(&format!(
+                    "SELECT count() FROM `{db}`.`public_orders` FINAL WHERE _is_deleted = 0"
+                ))
+                .await
+                .unwrap_or_default();
+            println!(
+                "orders: Postgres {:>6}   ClickHouse {:>6}",
+                pg_count.trim(),
+                ch_count.trim()
+            );
+        }
+        if stop_after.is_some_and(|d| started.elapsed() >= d) {
+            break 0;
+        }
+    };
+    let _ = stop_tx.send(());
+    let code = match pipeline.await {
+        Ok(Ok(())) => code,
+        Ok(Err(e)) => {
+            println!("pgch run failed: {e}");
+            1
+        }
+        Err(e) => {
+            println!("pgch run panicked: {e}");
+            1
+        }
+    };
+    println!(
+        "\nQuery it: curl '{}/?query=SELECT+*+FROM+{db}.public_orders+FINAL+WHERE+_is_deleted=0+LIMIT+5'",
+        ch.url
+    );
     eprintln!("pgch-local: stopping and removing the servers");
     Ok(code)
 }
