@@ -61,9 +61,13 @@ pub struct Applier {
     /// Commits received since the last flush.
     pending: Vec<CommitTicket>,
     policy: FlushPolicy,
+    budget_bytes: u64,
     pub clamps: ClampCounts,
     inserts: u64,
 }
+
+/// Bytes of pending row images across all tables before everything is flushed.
+pub const DEFAULT_BUDGET_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Applier {
     /// An applier for the planned tables, starting at the slot's confirmed position.
@@ -94,6 +98,7 @@ impl Applier {
             ledger: Ledger::new(confirmed),
             pending: Vec::new(),
             policy,
+            budget_bytes: DEFAULT_BUDGET_BYTES,
             clamps: ClampCounts::default(),
             inserts: 0,
         }
@@ -148,11 +153,16 @@ impl Applier {
         self.pending.push(t);
     }
 
-    /// Whether any batch must be written now.
+    /// Whether any batch must be written now — by its own limits, or because all
+    /// batches together hold the pipeline's byte budget (DESIGN.md rule 7: a slow
+    /// ClickHouse slows the read; memory does not grow).
     pub fn flush_due(&self, now: Instant) -> bool {
-        self.lanes
-            .iter()
-            .any(|l| self.policy.due(&l.batch.fill, now).is_some())
+        let total: u64 = self.lanes.iter().map(|l| l.batch.fill.bytes).sum();
+        total >= self.budget_bytes
+            || self
+                .lanes
+                .iter()
+                .any(|l| self.policy.due(&l.batch.fill, now).is_some())
     }
 
     /// Until the oldest batch is due by age.
