@@ -73,6 +73,13 @@ impl Ledger {
         }
     }
 
+    /// Drops commits not yet durable and any open transaction, after a lost session:
+    /// the server sends them again from the confirmed position.
+    pub fn discard_in_flight(&mut self) {
+        self.entries.clear();
+        self.in_transaction = false;
+    }
+
     /// The LSN that may be confirmed to the slot now.
     pub fn safe_lsn(&self) -> Lsn {
         self.safe.get()

@@ -193,3 +193,28 @@ async fn a_dropped_slot_is_resync_required_never_a_silent_new_slot() {
         .unwrap();
     assert_eq!(slots.trim(), "0", "no new slot was made");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_mid_stream_loses_nothing() {
+    let pg = PgCluster::start(pgch::testkit::postgres::PgOptions::default()).unwrap();
+    let src = guide_source(&pg, None, PublicationShape::ForTable);
+    pg.sql(&src.database, SCHEMA).unwrap();
+    let settings = guide_settings(&pg, &src, &[]);
+    let db = settings.destination.database.clone();
+    let (task, stop) = start(&settings);
+    pg.sql(&src.database, WORKLOAD).unwrap();
+    wait_equal(&pg, &src, &db).await;
+    // The walsender and every session go away; pgch reconnects and catches up.
+    pg.restart().unwrap();
+    pg.sql(
+        &src.database,
+        "UPDATE public.accounts SET balance = balance * 2 WHERE id % 13 = 0;
+         DELETE FROM public.docs WHERE id % 3 = 0;
+         INSERT INTO public.events SELECT g, 'after' FROM generate_series(100, 150) g;",
+    )
+    .unwrap();
+    wait_equal(&pg, &src, &db).await;
+    assert!(!task.is_finished(), "pgch must survive the restart");
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}

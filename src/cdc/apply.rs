@@ -178,6 +178,16 @@ impl Applier {
         self.lanes.iter().any(|l| !l.batch.fill.is_empty())
     }
 
+    /// Forgets everything not yet durable, after a lost session: the slot sends it again
+    /// from its confirmed position.
+    pub fn discard_in_flight(&mut self) {
+        for lane in &mut self.lanes {
+            lane.batch.clear();
+        }
+        self.pending.clear();
+        self.ledger.discard_in_flight();
+    }
+
     /// Commits waiting for a flush.
     pub fn has_pending_commits(&self) -> bool {
         !self.pending.is_empty()

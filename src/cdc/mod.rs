@@ -90,6 +90,74 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
     let plans: Vec<Arc<_>> = plans.into_iter().map(Arc::new).collect();
     let mut applier = Applier::new(plans, identity.consistent_point, FlushPolicy::default());
 
+    tokio::pin!(shutdown);
+    let mut backoff = RECONNECT_MIN;
+    loop {
+        let began = Instant::now();
+        match stream_session(settings, &mut applier, &ch, shutdown.as_mut()).await {
+            Ok(SessionEnd::Shutdown) => return Ok(()),
+            Ok(SessionEnd::Ended) => {
+                tracing::warn!("the server ended the replication stream; reconnecting");
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "replication session lost; reconnecting");
+            }
+            Err(e) => return Err(e),
+        }
+        // What is not durable will be sent again from the slot's confirmed position.
+        applier.discard_in_flight();
+        if began.elapsed() > Duration::from_secs(60) {
+            backoff = RECONNECT_MIN;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.as_mut() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(RECONNECT_MAX);
+    }
+}
+
+/// First wait before reconnecting after a lost session.
+const RECONNECT_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between reconnects.
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+enum SessionEnd {
+    /// Shutdown was asked for; everything durable is acknowledged.
+    Shutdown,
+    /// The server closed the stream cleanly.
+    Ended,
+}
+
+impl RunError {
+    /// Lost connections and server restarts are retried; everything else needs the operator.
+    pub fn is_transient(&self) -> bool {
+        use crate::source::stream::StreamError;
+        use crate::source::wire::WireError;
+        let transient_state = |s: &str| s.starts_with("57P") || s.starts_with("08") || s == "53300";
+        match self {
+            RunError::Walsender(WireError::Server { sqlstate, .. }) => transient_state(sqlstate),
+            RunError::Walsender(_) => true,
+            RunError::Stream(StreamError::Server { sqlstate, .. }) => transient_state(sqlstate),
+            RunError::Stream(_) => true,
+            RunError::Connect(e) => e.sqlstate.as_deref().is_none_or(transient_state),
+            RunError::Apply(ApplyError::Toast { source, .. }) => {
+                source.is_closed() || source.code().is_some_and(|c| transient_state(c.code()))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One replication session: connect, stream and apply until shutdown or an error.
+async fn stream_session(
+    settings: &Settings,
+    applier: &mut Applier,
+    ch: &clickhouse::Client,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<SessionEnd, RunError> {
+    let dest = &settings.destination;
+    let pg = connect::connect(&settings.source.endpoint).await?;
     let walsender = Walsender::connect(&settings.source.endpoint).await?;
     let mut stream = walsender
         .start(
@@ -101,64 +169,27 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
         .await?;
     let feedback = stream.feedback();
     tracing::info!(slot = %settings.source.slot, "streaming changes");
-    tokio::pin!(shutdown);
     let mut in_stream = false;
-    loop {
+    let end = loop {
         let wait = applier
             .time_left(Instant::now())
             .unwrap_or(Duration::from_secs(3600));
         let event = tokio::select! {
             e = stream.next() => match e {
                 Some(e) => Some(e?),
-                None => break,
+                None => break SessionEnd::Ended,
             },
             // A batch came of age with no event to carry the flush check.
             _ = tokio::time::sleep(wait) => None,
-            _ = &mut shutdown => break,
+            _ = shutdown.as_mut() => break SessionEnd::Shutdown,
         };
-        match event {
-            None => {}
-            Some(event) => match event {
+        if let Some(event) = event {
+            match event {
                 StreamEvent::XLogData { start, payload, .. } => {
                     let ctx = DecodeContext { in_stream };
                     let msg = pgoutput::decode(&payload, ctx)
                         .map_err(|source| RunError::Decode { lsn: start, source })?;
-                    let now = Instant::now();
-                    match &msg {
-                        Message::Begin(_) => applier.ledger.begin(),
-                        Message::Commit(c) => applier.commit(c.end_lsn),
-                        Message::Relation(r) => applier.relation(r)?,
-                        Message::Insert(i) => {
-                            let (batch, table) = applier.batch(i.relation_id)?;
-                            batch
-                                .insert(start, &i.new, now)
-                                .map_err(|source| ApplyError::Image { table, source })?;
-                        }
-                        Message::Update(u) => {
-                            let (batch, table) = applier.batch(u.relation_id)?;
-                            batch
-                                .update(start, u.old.as_ref(), &u.new, now)
-                                .map_err(|source| ApplyError::Image { table, source })?;
-                        }
-                        Message::Delete(d) => {
-                            let (batch, table) = applier.batch(d.relation_id)?;
-                            batch
-                                .delete(start, &d.old, now)
-                                .map_err(|source| ApplyError::Image { table, source })?;
-                        }
-                        Message::Truncate(t) => {
-                            // Rows of other tables before the TRUNCATE must land first.
-                            applier.flush(&pg, &ch, dest).await?;
-                            for id in &t.relation_ids {
-                                if let Some(lane) = applier.lane_of(*id) {
-                                    applier.truncate(lane, &ch, dest).await?;
-                                }
-                            }
-                        }
-                        Message::StreamStart(_) => in_stream = true,
-                        Message::StreamStop => in_stream = false,
-                        _ => {}
-                    }
+                    apply_message(applier, &msg, start, &mut in_stream, &pg, ch, dest).await?;
                 }
                 StreamEvent::Keepalive { wal_end, .. } => {
                     if !applier.has_rows() && !applier.has_pending_commits() {
@@ -166,19 +197,70 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
                         feedback.confirm(applier.ledger.safe_lsn());
                     }
                 }
-            },
+            }
         }
         if applier.flush_due(Instant::now())
             || (!applier.has_rows() && applier.has_pending_commits())
         {
-            let safe = applier.flush(&pg, &ch, dest).await?;
+            let safe = applier.flush(&pg, ch, dest).await?;
             feedback.confirm_now(safe);
         }
-    }
-    // Shutdown: write what is pending, acknowledge it, say goodbye to the walsender.
-    let safe = applier.flush(&pg, &ch, dest).await?;
+    };
+    // Write what is pending, acknowledge it, say goodbye to the walsender.
+    let safe = applier.flush(&pg, ch, dest).await?;
     feedback.confirm_now(safe);
     stream.shutdown().await;
-    tracing::info!(confirmed = %safe, "stopped after flushing and acknowledging");
+    if matches!(end, SessionEnd::Shutdown) {
+        tracing::info!(confirmed = %safe, "stopped after flushing and acknowledging");
+    }
+    Ok(end)
+}
+
+/// Applies one decoded message to the batches and the ledger.
+async fn apply_message(
+    applier: &mut Applier,
+    msg: &Message,
+    start: crate::lsn::Lsn,
+    in_stream: &mut bool,
+    pg: &tokio_postgres::Client,
+    ch: &clickhouse::Client,
+    dest: &crate::config::DestinationSettings,
+) -> Result<(), RunError> {
+    let now = Instant::now();
+    match msg {
+        Message::Begin(_) => applier.ledger.begin(),
+        Message::Commit(c) => applier.commit(c.end_lsn),
+        Message::Relation(r) => applier.relation(r)?,
+        Message::Insert(i) => {
+            let (batch, table) = applier.batch(i.relation_id)?;
+            batch
+                .insert(start, &i.new, now)
+                .map_err(|source| ApplyError::Image { table, source })?;
+        }
+        Message::Update(u) => {
+            let (batch, table) = applier.batch(u.relation_id)?;
+            batch
+                .update(start, u.old.as_ref(), &u.new, now)
+                .map_err(|source| ApplyError::Image { table, source })?;
+        }
+        Message::Delete(d) => {
+            let (batch, table) = applier.batch(d.relation_id)?;
+            batch
+                .delete(start, &d.old, now)
+                .map_err(|source| ApplyError::Image { table, source })?;
+        }
+        Message::Truncate(t) => {
+            // Rows of other tables before the TRUNCATE must land first.
+            applier.flush(pg, ch, dest).await?;
+            for id in &t.relation_ids {
+                if let Some(lane) = applier.lane_of(*id) {
+                    applier.truncate(lane, ch, dest).await?;
+                }
+            }
+        }
+        Message::StreamStart(_) => *in_stream = true,
+        Message::StreamStop => *in_stream = false,
+        _ => {}
+    }
     Ok(())
 }
