@@ -50,7 +50,8 @@ impl SinkError {
 pub fn client(settings: &DestinationSettings, with_database: bool) -> Client {
     let mut client = Client::default()
         .with_url(&settings.url)
-        .with_user(&settings.user);
+        .with_user(&settings.user)
+        .with_compression(clickhouse::Compression::None);
     if !settings.password.is_empty() {
         client = client.with_password(settings.password.expose());
     }

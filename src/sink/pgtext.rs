@@ -232,35 +232,55 @@ pub fn parse_time(t: &[u8]) -> Result<i64, TextError> {
 /// `uuid`: `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (either case) as its 16 bytes in
 /// text order.
 pub fn parse_uuid(t: &[u8]) -> Result<[u8; 16], TextError> {
+    /// Where each byte's two hex digits start.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     if t.len() != 36 {
         return err("a uuid has 36 characters", t.len().min(36));
     }
-    let mut out = [0u8; 16];
-    let mut nibbles = t
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !matches!(i, 8 | 13 | 18 | 23));
-    for (i, b) in t.iter().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) && *b != b'-' {
+    for i in [8, 13, 18, 23] {
+        if t.get(i) != Some(&b'-') {
             return err("expected - in a uuid", i);
         }
     }
-    for byte in out.iter_mut() {
-        let (Some((hi_at, hi)), Some((lo_at, lo))) = (nibbles.next(), nibbles.next()) else {
-            return err("a uuid has 32 hex digits", t.len());
-        };
-        let hi = hex_value(*hi).ok_or(TextError {
-            reason: "not a hex digit",
-            offset: hi_at,
-        })?;
-        let lo = hex_value(*lo).ok_or(TextError {
-            reason: "not a hex digit",
-            offset: lo_at,
-        })?;
-        *byte = (hi << 4) | lo;
+    let digit = |i: usize| t.get(i).map_or(0xff, |&b| hex_lookup(b));
+    let mut out = [0u8; 16];
+    let mut bad = 0u8;
+    for (byte, &at) in out.iter_mut().zip(&AT) {
+        let (hi, lo) = (digit(at), digit(at + 1));
+        bad |= (hi | lo) & 0x80;
+        *byte = (hi << 4) | (lo & 0x0f);
+    }
+    if bad != 0 {
+        let offset = (0..36)
+            .find(|&i| !matches!(i, 8 | 13 | 18 | 23) && digit(i) == 0xff)
+            .unwrap_or(0);
+        return err("not a hex digit", offset);
     }
     Ok(out)
 }
+
+/// The value of a hex digit, 0xff for anything else.
+fn hex_lookup(b: u8) -> u8 {
+    HEX.get(usize::from(b)).copied().unwrap_or(0xff)
+}
+
+/// Hex digit values, 0xff for anything else. (Built at compile time, where an index
+/// out of bounds is a compile error, not a panic.)
+#[allow(clippy::indexing_slicing)]
+const HEX: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = match i as u8 {
+            b @ b'0'..=b'9' => b - b'0',
+            b @ b'a'..=b'f' => b - b'a' + 10,
+            b @ b'A'..=b'F' => b - b'A' + 10,
+            _ => 0xff,
+        };
+        i += 1;
+    }
+    table
+};
 
 /// The length of a `bytea` once decoded: `\x0a1b…` (hex, what pgch asks for) or the
 /// escape format (`\\`, `\ooo`, other bytes as is). For hex only the shape is checked

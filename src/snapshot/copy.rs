@@ -116,32 +116,36 @@ pub async fn copy_partition(
     let mut columns: Vec<String> = plan.columns.iter().map(|c| c.name.clone()).collect();
     columns.extend(SYSTEM_COLUMNS.iter().take(2).map(|(n, _)| n.to_string()));
     let mut insert = RowBinaryInsert::start(ch, settings, &plan.dest, &columns, query_id);
-    let mut pending = bytes::BytesMut::new();
+    // Postgres sends each row of COPY TO STDOUT as its own CopyData message.
+    let mut spare: Vec<Option<Cow<'static, [u8]>>> = Vec::with_capacity(plan.columns.len());
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(pg_err)?;
-        pending.extend_from_slice(&chunk);
-        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
-            let line = pending.split_to(pos + 1);
-            let row = &line[..pos];
-            let mut fields: Vec<Option<Cow<'_, [u8]>>> = Vec::with_capacity(plan.columns.len());
-            decode_row(row, plan.columns.len(), &mut fields).map_err(|source| CopyError::Row {
-                table: table.clone(),
-                source,
+        let row = chunk.strip_suffix(b"\n").ok_or_else(|| CopyError::Row {
+            table: table.clone(),
+            source: CopyTextError::Unterminated {
+                length: chunk.len(),
+            },
+        })?;
+        let mut fields: Vec<Option<Cow<'_, [u8]>>> = spare.into_iter().map(|_| None).collect();
+        decode_row(row, plan.columns.len(), &mut fields).map_err(|source| CopyError::Row {
+            table: table.clone(),
+            source,
+        })?;
+        let out = insert.buffer();
+        for ((field, mapping), col) in fields.iter().zip(&plan.mappings).zip(&plan.columns) {
+            encode_value(&mapping.codec, field.as_deref(), out, clamps).map_err(|source| {
+                CopyError::Encode {
+                    table: table.clone(),
+                    column: col.name.clone(),
+                    source,
+                }
             })?;
-            let out = insert.buffer();
-            for ((field, mapping), col) in fields.iter().zip(&plan.mappings).zip(&plan.columns) {
-                encode_value(&mapping.codec, field.as_deref(), out, clamps).map_err(|source| {
-                    CopyError::Encode {
-                        table: table.clone(),
-                        column: col.name.clone(),
-                        source,
-                    }
-                })?;
-            }
-            out.put_u64_le(0); // _version: snapshot rows lose to every change
-            out.put_u8(0); // _is_deleted
-            insert.row_done().await?;
         }
+        out.put_u64_le(0); // _version: snapshot rows lose to every change
+        out.put_u8(0); // _is_deleted
+        fields.clear();
+        spare = fields.into_iter().map(|_| None).collect();
+        insert.row_done().await?;
     }
     let bytes = insert.bytes();
     let rows = insert.finish().await?;

@@ -10,6 +10,8 @@ use std::borrow::Cow;
 pub enum CopyTextError {
     #[error("COPY row ends inside an escape sequence at byte {offset}")]
     DanglingEscape { offset: usize },
+    #[error("a COPY message of {length} bytes does not end its row with a newline")]
+    Unterminated { length: usize },
     #[error("COPY row has {found} fields, expected {expected}")]
     FieldCount { found: usize, expected: usize },
 }
@@ -24,12 +26,22 @@ pub fn decode_row<'a>(
     out.clear();
     let mut start = 0;
     loop {
-        let end = row[start..]
-            .iter()
-            .position(|b| *b == b'\t')
-            .map(|p| start + p)
-            .unwrap_or(row.len());
-        out.push(decode_field(&row[start..end], start)?);
+        let mut end = start;
+        let mut escaped = false;
+        while end < row.len() {
+            match row[end] {
+                b'\t' => break,
+                b'\\' => escaped = true,
+                _ => {}
+            }
+            end += 1;
+        }
+        let field = &row[start..end];
+        out.push(if !escaped {
+            Some(Cow::Borrowed(field))
+        } else {
+            decode_field(field, start)?
+        });
         if end == row.len() {
             break;
         }
