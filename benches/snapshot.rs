@@ -46,9 +46,17 @@
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it does nothing.
 
+#[path = "common/mod.rs"]
+mod common;
+#[path = "snapshot_parts/report.rs"]
+mod report;
+
+use common::*;
+use report::{print_header, print_row, summarize};
+
 use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -656,80 +664,6 @@ fn measure(
     ))
 }
 
-fn timeval(tv: libc::timeval) -> Duration {
-    Duration::from_secs(u64::try_from(tv.tv_sec).unwrap_or(0))
-        + Duration::from_micros(u64::try_from(tv.tv_usec).unwrap_or(0))
-}
-
-fn ticks(n: u64) -> Duration {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Duration::from_secs_f64(n as f64 / hz)
-}
-
-/// The fields of /proc/<pid>/stat after the command name (field 3 = state is index 0).
-fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    Some(rest.split_whitespace().map(str::to_string).collect())
-}
-
-fn stat_field(fields: &[String], n: usize) -> Option<u64> {
-    fields.get(n.checked_sub(3)?)?.parse().ok()
-}
-
-/// utime + stime of a process (all its threads), in clock ticks.
-fn process_ticks(pid: i32) -> Option<u64> {
-    let f = stat_fields(pid)?;
-    Some(stat_field(&f, 14)? + stat_field(&f, 15)?)
-}
-
-/// cutime + cstime: the CPU of the children a process has reaped. For the postmaster
-/// that is its backends once they have exited (exact, unlike sampling them).
-fn reaped_children_ticks(pid: i32) -> Option<u64> {
-    let f = stat_fields(pid)?;
-    Some(stat_field(&f, 16)? + stat_field(&f, 17)?)
-}
-
-/// Busy time of all CPUs (the "cpu" line of /proc/stat less idle and iowait), in ticks.
-fn machine_busy_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let values: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .take(8) // user nice system idle iowait irq softirq steal (guest is in user)
-        .map(|v| v.parse().ok())
-        .collect::<Option<_>>()?;
-    let total: u64 = values.iter().sum();
-    Some(total - values.get(3)? - values.get(4)?)
-}
-
-fn process_rss_kib(pid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// Pids of the processes in /proc whose parent is `parent`.
-fn children_of(parent: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| {
-            stat_fields(pid).and_then(|f| stat_field(&f, 4))
-                == Some(u64::try_from(parent).unwrap_or(0))
-        })
-        .collect()
-}
-
 /// Waits (up to 5 s) until every backend has exited and been reaped, so the
 /// postmaster's reaped-children CPU includes every backend of the last run. Only the
 /// background processes stay: a child whose title is not `postgres: <something>`, or
@@ -763,16 +697,6 @@ fn find_front() -> Option<i32> {
     })
 }
 
-fn postmaster_pid(data_dir: &Path) -> Option<i32> {
-    std::fs::read_to_string(data_dir.join("postmaster.pid"))
-        .ok()?
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 /// Reads `rows=… partitions_copied=… seconds=…` off pgch's "snapshot complete" line
 /// (text or JSON log format).
 fn parse_snapshot_line(log: &str) -> Option<SnapshotLine> {
@@ -799,15 +723,6 @@ fn parse_snapshot_line(log: &str) -> Option<SnapshotLine> {
     })
 }
 
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// Polls the 1-minute load average until it is below [`QUIET_LOAD`]; gives up (and
 /// says so) after [`LOAD_WAIT_MAX`].
 fn wait_until_quiet(when: &str) -> BenchResult<()> {
@@ -832,199 +747,4 @@ fn wait_until_quiet(when: &str) -> BenchResult<()> {
         println!("load:      {load:.2} {when}; waiting for < {QUIET_LOAD} ...");
         std::thread::sleep(LOAD_POLL);
     }
-}
-
-fn print_header() {
-    println!(
-        "{:>3}  {:<10} {:>8} {:>10} {:>7} {:>6} {:>9} {:>7} {:>9} {:>8} {:>9} {:>7} {:>5}",
-        "run",
-        "kind",
-        "seconds",
-        "rows/s",
-        "user s",
-        "sys s",
-        "s/Mrow",
-        "RSS Mi",
-        "pg cpu s",
-        "ch cpu s",
-        "ch RSS Mi",
-        "other s",
-        "load"
-    );
-}
-
-fn print_row(r: &Run, rows: u64) {
-    let secs = r.m.wall.as_secs_f64();
-    let cpu = (r.m.user + r.m.sys).as_secs_f64();
-    let opt =
-        |d: Option<Duration>| d.map_or("n/a".to_string(), |d| format!("{:.2}", d.as_secs_f64()));
-    println!(
-        "{:>3}  {:<10} {:>8.3} {:>10.0} {:>7.2} {:>6.2} {:>9.3} {:>7.1} {:>9} {:>8} {:>9} {:>7} {:>5.2}{}",
-        r.round,
-        r.kind.name(),
-        secs,
-        rows as f64 / secs,
-        r.m.user.as_secs_f64(),
-        r.m.sys.as_secs_f64(),
-        cpu / (rows as f64 / 1e6),
-        r.m.max_rss_kib as f64 / 1024.0,
-        opt(r.m.backend_cpu),
-        opt(r.m.front_cpu),
-        r.m.front_peak_rss_kib
-            .map_or("n/a".to_string(), |k| format!("{:.0}", k as f64 / 1024.0)),
-        r.m.other_cpu()
-            .map_or("n/a".to_string(), |c| format!("{c:.2}")),
-        r.m.load_at_start,
-        r.pgch.map_or(String::new(), |l| format!(
-            "   ({} partitions, pgch's timer {:.1} s)",
-            l.partitions, l.seconds
-        )) + if r.m.disturbed() { "  DISTURBED" } else { "" }
-    );
-}
-
-fn summarize(runs: &[Run], rows: u64, default_workers: usize) {
-    let mrows = rows as f64 / 1e6;
-    let mut kinds: Vec<Kind> = Vec::new();
-    for r in runs {
-        if !kinds.contains(&r.kind) {
-            kinds.push(r.kind);
-        }
-    }
-    let of = |kind: Kind| runs.iter().filter(move |r| r.kind == kind);
-    let rate = |kind: Kind| {
-        median(
-            of(kind)
-                .map(|r| rows as f64 / r.m.wall.as_secs_f64())
-                .collect(),
-        )
-    };
-    let cpu = |kind: Kind| {
-        median(
-            of(kind)
-                .map(|r| (r.m.user + r.m.sys).as_secs_f64())
-                .collect(),
-        )
-    };
-    let peak = |kind: Kind| of(kind).map(|r| r.m.max_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
-    let med_opt = |kind: Kind, f: fn(&Measured) -> Option<Duration>| {
-        let v: Vec<f64> = of(kind)
-            .filter_map(|r| f(&r.m))
-            .map(|d| d.as_secs_f64())
-            .collect();
-        if v.is_empty() {
-            "n/a".to_string()
-        } else {
-            format!("{:.2} s", median(v))
-        }
-    };
-    println!();
-    println!("medians of {RUNS} ({rows} rows):");
-    for &kind in &kinds {
-        println!(
-            "  {:<10} {:>9.0} rows/s  {:>7.3} s   client CPU {:.2} s ({:.3} s/Mrow), peak RSS \
-             {:.1} MiB (max)   postgres backends {}   clickhouse front {}   other {}",
-            kind.name(),
-            rate(kind),
-            median(of(kind).map(|r| r.m.wall.as_secs_f64()).collect()),
-            cpu(kind),
-            cpu(kind) / mrows,
-            peak(kind),
-            med_opt(kind, |m| m.backend_cpu),
-            med_opt(kind, |m| m.front_cpu),
-            {
-                let v: Vec<f64> = of(kind).filter_map(|r| r.m.other_cpu()).collect();
-                if v.is_empty() {
-                    "n/a".to_string()
-                } else {
-                    format!("{:.2} s", median(v))
-                }
-            },
-        );
-    }
-    let single = rate(Kind::CopyBinary);
-    let parallel = rate(Kind::CopyParallel(default_workers));
-    let main = Kind::Pgch(default_workers);
-    let pgch = rate(main);
-    let ratio = pgch / single;
-    let cpu_per_mrow = cpu(main) / mrows;
-    let rss = peak(main);
-    println!();
-    for &kind in &kinds {
-        if let Kind::Pgch(w) = kind {
-            println!(
-                "ratio pgch_w{w} / copy_bin: {:.3}   / copy_text: {:.3}   / copy_par{w}: {}",
-                rate(kind) / single,
-                rate(kind) / rate(Kind::CopyText),
-                if kinds.contains(&Kind::CopyParallel(w)) {
-                    format!("{:.3}", rate(kind) / rate(Kind::CopyParallel(w)))
-                } else {
-                    "n/a".into()
-                }
-            );
-        }
-    }
-    let disturbed = runs.iter().filter(|r| r.m.disturbed()).count();
-    if disturbed > 0 {
-        println!(
-            "WARNING: {disturbed} counted runs were disturbed by other work even after \
-             {MAX_REPEATS} repeats; the figures are low"
-        );
-    }
-    println!(
-        "targets:   pgch >= 0.7 x single-stream binary COPY: {} ({ratio:.3}); \
-         peak RSS <= 256 MiB: {} ({rss:.1} MiB)",
-        if ratio >= 0.7 { "met" } else { "MISSED" },
-        if rss <= 256.0 { "met" } else { "MISSED" }
-    );
-    println!(
-        "RESULT snapshot pgch={pgch:.0} copy_single={single:.0} copy_parallel={parallel:.0} \
-         ratio={ratio:.3} pgch_cpu_s_per_mrow={cpu_per_mrow:.3} pgch_peak_rss_mb={rss:.1}"
-    );
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
-fn print_machine() {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or("unknown", |(_, m)| m.trim())
-        .to_string();
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!("== snapshot: pgch run (snapshot_only) vs COPY … TO STDOUT (FORMAT binary)");
-    println!(
-        "machine:   nproc {nproc}, CPU {model}, {mem_gib:.1} GiB RAM, Linux {}",
-        kernel.trim()
-    );
-    println!(
-        "           load average at start: {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
 }

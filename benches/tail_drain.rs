@@ -21,6 +21,11 @@
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it does nothing.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{median, postmaster_pid, print_machine, timeval};
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -423,11 +428,6 @@ fn measure(
     })
 }
 
-fn timeval(tv: libc::timeval) -> Duration {
-    Duration::from_secs(u64::try_from(tv.tv_sec).unwrap_or(0))
-        + Duration::from_micros(u64::try_from(tv.tv_usec).unwrap_or(0))
-}
-
 /// CPU time of the walsenders (children of our postmaster) seen while sampling; each
 /// process's last sample counts, so up to one sampling period per process is missed.
 #[derive(Default)]
@@ -475,16 +475,6 @@ impl WalsenderCpu {
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         Duration::from_secs_f64(self.ticks.values().sum::<u64>() as f64 / hz)
     }
-}
-
-fn postmaster_pid(data_dir: &Path) -> Option<i32> {
-    std::fs::read_to_string(data_dir.join("postmaster.pid"))
-        .ok()?
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// Reads `changes=… transactions=… payload_bytes=… seconds=…` off pgch's
@@ -546,52 +536,5 @@ fn print_row(run: usize, d: &Drain, updates: u64) {
         d.max_rss_kib as f64 / 1024.0,
         d.walsender_cpu
             .map_or("n/a".to_string(), |c| format!("{:.2} s", c.as_secs_f64()))
-    );
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
-fn print_machine() {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or("unknown", |(_, m)| m.trim())
-        .to_string();
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!("== tail_drain: pgch tail --format none vs pg_recvlogical");
-    println!(
-        "machine:   nproc {nproc}, CPU {model}, {mem_gib:.1} GiB RAM, Linux {}",
-        kernel.trim()
-    );
-    println!(
-        "           load average at start: {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
     );
 }
