@@ -472,12 +472,11 @@ async fn pooler_port_fails_for_streaming_but_serves_snapshot_only() {
     let pg = PgCluster::shared();
     let src = guide_source(pg, None, PublicationShape::ForTable);
     let bouncer = services::pgbouncer(pg.port, &[(&src.user, &src.password)]).unwrap();
-    let url = format!(
-        "postgres://{}:{}@127.0.0.1:{}/{}?sslmode=disable",
-        src.user,
-        percent_encoding::utf8_percent_encode(&src.password, percent_encoding::NON_ALPHANUMERIC),
+    let url = pgch::testkit::postgres::loopback_url(
         bouncer.port,
-        src.database
+        &src.user,
+        Some(&src.password),
+        &src.database,
     );
     let report = check::run(&settings_for(&url, &src.publication, &[])).await;
     assert_failed_with(

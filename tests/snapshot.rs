@@ -342,12 +342,11 @@ async fn snapshot_only_works_through_a_transaction_pooler() {
     .unwrap();
     let bouncer =
         pgch::testkit::services::pgbouncer(pg.port, &[(&src.user, &src.password)]).unwrap();
-    let url = format!(
-        "postgres://{}:{}@127.0.0.1:{}/{}?sslmode=disable",
-        src.user,
-        percent_encoding::utf8_percent_encode(&src.password, percent_encoding::NON_ALPHANUMERIC),
+    let url = pgch::testkit::postgres::loopback_url(
         bouncer.port,
-        src.database
+        &src.user,
+        Some(&src.password),
+        &src.database,
     );
     let settings = common::settings_for(
         &url,

@@ -12,42 +12,14 @@ use pgch::testkit::clickhouse::ClickHouse;
 use pgch::testkit::postgres::{PgCluster, PgOptions};
 
 const DATABASE: &str = "shop";
+/// The user and password the setup script creates.
 const USER: &str = "clickpipes_user";
 const PASSWORD: &str = "clickpipes-password";
 const PUBLICATION: &str = "clickpipes";
 
-const SAMPLE_SCHEMA: &str = "
-CREATE TABLE public.customers (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    name text NOT NULL,
-    email text UNIQUE,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE public.orders (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    customer_id bigint NOT NULL REFERENCES public.customers (id),
-    total numeric(12,2) NOT NULL,
-    status text NOT NULL DEFAULT 'new',
-    placed_at timestamptz NOT NULL DEFAULT now()
-);
-INSERT INTO public.customers (name, email)
-SELECT 'customer ' || i, 'c' || i || '@example.com' FROM generate_series(1, 1000) AS i;
-INSERT INTO public.orders (customer_id, total, status)
-SELECT 1 + (i % 1000), round((random() * 500)::numeric, 2), (ARRAY['new','paid','shipped'])[1 + i % 3]
-FROM generate_series(1, 10000) AS i;
-";
-
-/// The setup from the ClickPipes / PlanetScale guide, verbatim in spirit.
-fn guide_setup() -> String {
-    format!(
-        "CREATE USER {USER} PASSWORD '{PASSWORD}';
-GRANT USAGE ON SCHEMA \"public\" TO {USER};
-GRANT SELECT ON ALL TABLES IN SCHEMA \"public\" TO {USER};
-ALTER DEFAULT PRIVILEGES IN SCHEMA \"public\" GRANT SELECT ON TABLES TO {USER};
-ALTER USER {USER} WITH REPLICATION;
-CREATE PUBLICATION {PUBLICATION} FOR TABLE public.customers, public.orders;"
-    )
-}
+/// The sample schema, then a user and publication exactly as the ClickPipes guide says;
+/// the same script the docker-compose Postgres runs at its first start.
+const SOURCE_SETUP: &str = include_str!("../../config/docker-compose/postgres-init.sql");
 
 fn main() {
     let once = std::env::args().any(|a| a == "--once");
@@ -79,8 +51,7 @@ async fn start_and_check(once: bool) -> Result<i32, String> {
     eprintln!("pgch-local: starting Postgres (wal_level = logical) ...");
     let pg = PgCluster::start(PgOptions::default().setting("max_slot_wal_keep_size", "'16GB'"))?;
     pg.sql("postgres", &format!("CREATE DATABASE {DATABASE}"))?;
-    pg.sql(DATABASE, SAMPLE_SCHEMA)?;
-    pg.sql(DATABASE, &guide_setup())?;
+    pg.sql(DATABASE, SOURCE_SETUP)?;
     eprintln!("pgch-local: starting ClickHouse ...");
     let ch = ClickHouse::from_env_or_start()?;
     let source_url = pg.url(USER, Some(PASSWORD), DATABASE);

@@ -98,37 +98,19 @@ impl PgCluster {
         let data_dir = root.join("data");
         let reaper = Reaper::watch(&cleanup_script(&root, &data_dir))?;
         let port = free_port()?;
-        run_as_server_user(
-            Command::new(bin_dir.join("initdb"))
-                .arg("-D")
-                .arg(&data_dir)
-                .args([
-                    "-U",
-                    SUPERUSER,
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--locale=C.UTF-8",
-                    "--no-sync",
-                ]),
-        )
-        .or_else(|_| {
-            // Older initdb may not know C.UTF-8 (or --no-sync spelled differently).
-            let _ = std::fs::remove_dir_all(&data_dir);
+        let initdb = |locale_flags: &[&str]| {
             run_as_server_user(
                 Command::new(bin_dir.join("initdb"))
                     .arg("-D")
                     .arg(&data_dir)
-                    .args([
-                        "-U",
-                        SUPERUSER,
-                        "--auth=trust",
-                        "-E",
-                        "UTF8",
-                        "--locale=C",
-                        "-N",
-                    ]),
+                    .args(["-U", SUPERUSER, "--auth=trust", "-E", "UTF8"])
+                    .args(locale_flags),
             )
+        };
+        initdb(&["--locale=C.UTF-8", "--no-sync"]).or_else(|_| {
+            // Older initdb may not know C.UTF-8 (or --no-sync spelled differently).
+            let _ = std::fs::remove_dir_all(&data_dir);
+            initdb(&["--locale=C", "-N"])
         })?;
         let mut conf = format!(
             "\n# pgch test cluster\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
@@ -212,16 +194,7 @@ impl PgCluster {
 
     /// A connection URL for `user` (with `password`, if any) to `database`.
     pub fn url(&self, user: &str, password: Option<&str>, database: &str) -> String {
-        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, URL_COMPONENT).to_string();
-        let auth = match password {
-            Some(p) => format!("{}:{}", enc(user), enc(p)),
-            None => enc(user),
-        };
-        format!(
-            "postgres://{auth}@127.0.0.1:{}/{}?sslmode=disable",
-            self.port,
-            enc(database)
-        )
+        loopback_url(self.port, user, password, database)
     }
 
     /// The superuser URL for `database`.
@@ -321,6 +294,19 @@ impl Drop for PgCluster {
         let _ = self.stop_server("immediate");
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// A connection URL to `127.0.0.1:port` (a cluster, or a pooler in front of one).
+pub fn loopback_url(port: u16, user: &str, password: Option<&str>, database: &str) -> String {
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, URL_COMPONENT).to_string();
+    let auth = match password {
+        Some(p) => format!("{}:{}", enc(user), enc(p)),
+        None => enc(user),
+    };
+    format!(
+        "postgres://{auth}@127.0.0.1:{port}/{}?sslmode=disable",
+        enc(database)
+    )
 }
 
 /// A client tool from `bin_dir` when it ships one (Debian's do; the npm servers do
