@@ -85,6 +85,11 @@ impl Ledger {
         self.safe.get()
     }
 
+    /// Whether a transaction has begun and not committed.
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
     /// Commits received but not yet durable.
     pub fn in_flight(&self) -> usize {
         self.entries.len()

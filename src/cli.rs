@@ -134,7 +134,12 @@ async fn run(config: Option<&std::path::Path>) -> i32 {
         return match crate::cdc::run(&settings, shutdown_signal()).await {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("pgch run: {e}");
+                match e.classify() {
+                    crate::error::Class::Fatal { fix } if !fix.is_empty() => {
+                        eprintln!("pgch run: {e}\n  fix: {fix}")
+                    }
+                    _ => eprintln!("pgch run: {e}"),
+                }
                 EXIT_FAILURE
             }
         };

@@ -6,6 +6,8 @@ pub mod check;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod error;
+pub mod failpoint;
 pub mod lsn;
 pub mod pipeline;
 pub mod sink;

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::checkpoint::{CommitTicket, Ledger};
-use crate::config::DestinationSettings;
+use crate::config::{DestinationSettings, PipelineSettings};
+use crate::error::{self, Class};
 use crate::lsn::Lsn;
 use crate::pipeline::batch::{Cell, ImageError, TableBatch};
 use crate::pipeline::flush::FlushPolicy;
@@ -20,7 +21,10 @@ use crate::sink::client::{self as ch_client, SinkError};
 use crate::sink::ddl::SYSTEM_COLUMNS;
 use crate::sink::preflight::quote_ident as ch_quote;
 use crate::sink::rowbinary::{ClampCounts, Codec};
+use crate::sink::state::{keys, StateStore};
 use crate::sink::writer::RowBinaryInsert;
+use crate::snapshot::control::CopyControl;
+use crate::snapshot::copy::copy_query_prefix;
 use crate::snapshot::plan::TablePlan;
 use crate::source::catalog::quote_ident;
 use crate::source::pgoutput::{Oid, Relation};
@@ -47,6 +51,17 @@ pub enum ApplyError {
     },
 }
 
+impl ApplyError {
+    /// Retry or stop with a fix.
+    pub fn classify(&self) -> Class {
+        match self {
+            ApplyError::Sink(e) => error::clickhouse(e),
+            ApplyError::Toast { source, .. } => error::tokio_postgres(source),
+            _ => Class::Fatal { fix: String::new() },
+        }
+    }
+}
+
 struct Lane {
     plan: Arc<TablePlan>,
     batch: TableBatch,
@@ -55,6 +70,9 @@ struct Lane {
 /// The apply side of the pipeline: relations, batches, ledger.
 pub struct Applier {
     lanes: Vec<Lane>,
+    /// Per lane, the first row of the open transaction.
+    open_from: Vec<usize>,
+    control: Arc<CopyControl>,
     by_name: HashMap<String, usize>,
     relations: HashMap<Oid, usize>,
     pub ledger: Ledger,
@@ -66,14 +84,16 @@ pub struct Applier {
     inserts: u64,
 }
 
-/// Bytes of pending row images across all tables before everything is flushed.
-pub const DEFAULT_BUDGET_BYTES: u64 = 64 * 1024 * 1024;
-
 impl Applier {
     /// An applier for the planned tables, starting at the slot's confirmed position.
-    pub fn new(plans: Vec<Arc<TablePlan>>, confirmed: Lsn, policy: FlushPolicy) -> Self {
+    pub fn new(
+        plans: Vec<Arc<TablePlan>>,
+        confirmed: Lsn,
+        pipeline: &PipelineSettings,
+        control: Arc<CopyControl>,
+    ) -> Self {
         let mut by_name = HashMap::new();
-        let lanes = plans
+        let lanes: Vec<Lane> = plans
             .into_iter()
             .enumerate()
             .map(|(i, plan)| {
@@ -92,13 +112,15 @@ impl Applier {
             })
             .collect();
         Applier {
+            open_from: vec![0; lanes.len()],
             lanes,
+            control,
             by_name,
             relations: HashMap::new(),
             ledger: Ledger::new(confirmed),
             pending: Vec::new(),
-            policy,
-            budget_bytes: DEFAULT_BUDGET_BYTES,
+            policy: pipeline.flush,
+            budget_bytes: pipeline.memory_budget_bytes,
             clamps: ClampCounts::default(),
             inserts: 0,
         }
@@ -147,6 +169,14 @@ impl Applier {
         self.relations.get(&relation).copied()
     }
 
+    /// A transaction begins: its rows start here in every batch.
+    pub fn begin(&mut self) {
+        self.ledger.begin();
+        for (from, lane) in self.open_from.iter_mut().zip(&self.lanes) {
+            *from = lane.batch.len();
+        }
+    }
+
     /// A commit: acknowledgeable after the next flush.
     pub fn commit(&mut self, end_lsn: Lsn) {
         let t = self.ledger.commit(end_lsn);
@@ -181,6 +211,7 @@ impl Applier {
     /// Forgets everything not yet durable, after a lost session: the slot sends it again
     /// from its confirmed position.
     pub fn discard_in_flight(&mut self) {
+        self.open_from.iter_mut().for_each(|f| *f = 0);
         for lane in &mut self.lanes {
             lane.batch.clear();
         }
@@ -193,22 +224,33 @@ impl Applier {
         !self.pending.is_empty()
     }
 
-    /// Drops a table's unflushed rows and empties its ClickHouse table (TRUNCATE,
-    /// DESIGN.md rule 8: this loop has no other insert in flight for it).
+    /// The TRUNCATE barrier (DESIGN.md rule 8): cancels the table's copies and waits
+    /// until none is inserting, drops its unflushed rows, empties the ClickHouse table,
+    /// and marks its snapshot complete — the stream carries everything after this.
     pub async fn truncate(
         &mut self,
         lane: usize,
         ch: &clickhouse::Client,
         dest: &DestinationSettings,
+        slot: &str,
     ) -> Result<(), ApplyError> {
+        let table = self.lanes[lane].plan.dest.clone();
+        self.control.gate(&table).cancel_and_wait().await;
+        wait_for_copy_inserts(ch, dest, &table).await;
         let l = &mut self.lanes[lane];
         l.batch.clear();
+        self.open_from[lane] = 0;
         let sql = format!(
             "TRUNCATE TABLE {}.{}",
             ch_quote(&dest.database),
-            ch_quote(&l.plan.dest)
+            ch_quote(&table)
         );
         ch_client::execute(ch, dest, &sql).await?;
+        StateStore::open(dest, slot)
+            .await?
+            .put(&keys::snapshot_complete(&table), "truncated")
+            .await?;
+        tracing::info!(table = %l.plan.source.display(), "TRUNCATE applied");
         Ok(())
     }
 
@@ -220,16 +262,29 @@ impl Applier {
         ch: &clickhouse::Client,
         dest: &DestinationSettings,
     ) -> Result<Lsn, ApplyError> {
+        let open = self.ledger.in_transaction();
+        let now = Instant::now();
         for i in 0..self.lanes.len() {
-            if self.lanes[i].batch.fill.is_empty() {
+            if self.lanes[i].batch.is_empty() {
                 continue;
             }
+            // Rows of the open transaction whose TOAST value Postgres cannot show yet
+            // wait for its commit; the rest is written now.
+            let carried = if open {
+                let from = self.open_from[i];
+                self.lanes[i].batch.take_unresolved_from(from, now)
+            } else {
+                Vec::new()
+            };
             resolve_toast(pg, &mut self.lanes[i]).await?;
             let mut backoff = Duration::from_millis(200);
             loop {
+                if self.lanes[i].batch.is_empty() {
+                    break;
+                }
                 match self.write_lane(i, ch, dest).await {
                     Ok(()) => break,
-                    Err(ApplyError::Sink(e)) if is_transient(&e) => {
+                    Err(ApplyError::Sink(e)) if error::clickhouse(&e).is_retry() => {
                         tracing::warn!(table = %self.lanes[i].plan.dest, error = %e, retry_in_ms = backoff.as_millis() as u64, "insert failed; retrying");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -238,6 +293,11 @@ impl Applier {
                 }
             }
             self.lanes[i].batch.clear();
+            self.lanes[i].batch.requeue(carried, now);
+            self.open_from[i] = 0;
+        }
+        if !self.pending.is_empty() {
+            crate::failpoint::hit(crate::failpoint::AFTER_INSERT_BEFORE_ACK);
         }
         for t in self.pending.drain(..) {
             self.ledger.mark_durable(t);
@@ -279,16 +339,29 @@ impl Applier {
     }
 }
 
-/// Network trouble and server-side failures are retried; a rejected insert (bad data,
-/// missing table, wrong credentials) is not.
-fn is_transient(e: &SinkError) -> bool {
-    match e {
-        SinkError::Unreachable { .. } | SinkError::Other { .. } => true,
-        SinkError::Server { code, .. } => {
-            matches!(code, 159 | 202 | 209 | 210 | 241 | 242 | 252 | 3 | 425)
+/// Waits until ClickHouse runs no copy insert of `table` any more: a copy abandoned by
+/// its client may still be finishing on the server, and must not land after the
+/// TRUNCATE. Servers that cannot tell (no `system.processes`) are taken at their word.
+async fn wait_for_copy_inserts(ch: &clickhouse::Client, dest: &DestinationSettings, table: &str) {
+    let sql = format!(
+        "SELECT count() FROM system.processes WHERE startsWith(query_id, '{}')",
+        crate::sink::preflight::escape_string(&copy_query_prefix(table))
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match ch_client::query_text(ch, dest, &sql).await {
+            Ok(n) if n.trim() == "0" => return,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list running ClickHouse queries");
+                return;
+            }
         }
-        SinkError::Authentication { .. } => false,
     }
+    tracing::warn!(
+        table,
+        "a copy insert still runs in ClickHouse after 60 s; truncating anyway"
+    );
 }
 
 /// Reads unchanged TOAST values the batch could not supply, by key, from Postgres

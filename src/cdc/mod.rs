@@ -9,8 +9,9 @@
 //!                                                     ▼ flush (rows, bytes, age) ─► inserts ─► confirm safe LSN
 //! ```
 //!
-//! This first version copies before it streams (WAL is retained during a long initial
-//! load) and follows no schema changes: both are the next steps.
+//! The copy runs beside the stream (rule 3): the tables exist before the stream starts,
+//! partitions land as they are copied, and a TRUNCATE cancels the table's copies first
+//! (rule 8). Schema changes are not followed yet.
 
 pub mod apply;
 pub mod slot;
@@ -20,10 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Mode, Settings};
-use crate::pipeline::flush::FlushPolicy;
+use crate::error::{self, Class};
 use crate::sink::client as ch_client;
 use crate::sink::ddl;
 use crate::sink::state::StateStore;
+use crate::snapshot::control::CopyControl;
 use crate::snapshot::{self, SnapshotOptions};
 use crate::source::connect;
 use crate::source::pgoutput::{self, DecodeContext, Message};
@@ -71,38 +73,39 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
 
     let mut opts = SnapshotOptions::from_settings(settings);
     opts.min_xmin = Some(identity.snapshot_xmax);
+    // Every table exists before the stream writes to it; the copies then land alongside
+    // the stream (DESIGN.md rule 3), so WAL does not pile up during a long initial load.
+    let prepared = snapshot::prepare(settings, &opts).await?;
+    let control = Arc::new(CopyControl::default());
+    let mut copy = Copy::Idle;
     if settings.mode == Mode::SnapshotAndCdc {
-        snapshot::run(settings, &opts).await?;
+        copy = Copy::Running(tokio::spawn(copy_until_done(
+            settings.clone(),
+            opts.clone(),
+            prepared.clone(),
+            control.clone(),
+        )));
     }
-    let pg = connect::connect(&settings.source.endpoint).await?;
-    let (plans, _) = snapshot::plan_all(&pg, settings, &opts).await?;
-    if settings.mode == Mode::CdcOnly {
-        // Tables only: no copy.
-        for plan in &plans {
-            ch_client::execute(
-                &ch,
-                dest,
-                &ddl::create_table_sql(&dest.database, &plan.spec, dest.cluster.as_deref()),
-            )
-            .await?;
-        }
-    }
-    let plans: Vec<Arc<_>> = plans.into_iter().map(Arc::new).collect();
-    let mut applier = Applier::new(plans, identity.consistent_point, FlushPolicy::default());
+    let mut applier = Applier::new(
+        prepared.plans.clone(),
+        identity.consistent_point,
+        &settings.pipeline,
+        control,
+    );
 
     tokio::pin!(shutdown);
     let mut backoff = RECONNECT_MIN;
-    loop {
+    let outcome = loop {
         let began = Instant::now();
-        match stream_session(settings, &mut applier, &ch, shutdown.as_mut()).await {
-            Ok(SessionEnd::Shutdown) => return Ok(()),
+        match stream_session(settings, &mut applier, &ch, &mut copy, shutdown.as_mut()).await {
+            Ok(SessionEnd::Shutdown) => break Ok(()),
             Ok(SessionEnd::Ended) => {
                 tracing::warn!("the server ended the replication stream; reconnecting");
             }
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "replication session lost; reconnecting");
             }
-            Err(e) => return Err(e),
+            Err(e) => break Err(e),
         }
         // What is not durable will be sent again from the slot's confirmed position.
         applier.discard_in_flight();
@@ -111,9 +114,69 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.as_mut() => return Ok(()),
+            _ = shutdown.as_mut() => break Ok(()),
         }
         backoff = (backoff * 2).min(RECONNECT_MAX);
+    };
+    if let Copy::Running(task) = copy {
+        // Unfinished partitions are copied again on the next start.
+        task.abort();
+    }
+    outcome
+}
+
+/// The initial copy, running beside the stream.
+enum Copy {
+    Idle,
+    Running(tokio::task::JoinHandle<Result<(), snapshot::SnapshotError>>),
+}
+
+impl Copy {
+    /// Resolves when a running copy ends; never when there is none.
+    async fn finished(&mut self) -> Result<(), RunError> {
+        let result = match self {
+            Copy::Idle => return std::future::pending().await,
+            Copy::Running(task) => task.await,
+        };
+        *self = Copy::Idle;
+        match result {
+            Ok(r) => r.map_err(RunError::from),
+            Err(e) => Err(RunError::Snapshot(snapshot::SnapshotError::Worker(
+                e.to_string(),
+            ))),
+        }
+    }
+}
+
+/// Copies every table, retrying transient failures (a partition copied in part is
+/// copied again: its rows are versioned 0 and converge).
+async fn copy_until_done(
+    settings: Settings,
+    opts: SnapshotOptions,
+    prepared: snapshot::Prepared,
+    control: Arc<CopyControl>,
+) -> Result<(), snapshot::SnapshotError> {
+    let mut backoff = RECONNECT_MIN;
+    loop {
+        let started = Instant::now();
+        match snapshot::copy_all(&settings, &opts, &prepared, &control).await {
+            Ok(report) => {
+                tracing::info!(
+                    tables = report.tables.len(),
+                    partitions_copied = report.partitions_copied,
+                    partitions_already_done = report.partitions_skipped,
+                    seconds = %format!("{:.1}", started.elapsed().as_secs_f64()),
+                    "initial copy complete"
+                );
+                return Ok(());
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "initial copy interrupted; resuming");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -130,22 +193,41 @@ enum SessionEnd {
 }
 
 impl RunError {
-    /// Lost connections and server restarts are retried; everything else needs the operator.
-    pub fn is_transient(&self) -> bool {
+    /// Retry or stop with a fix (one classification: [`crate::error`]).
+    pub fn classify(&self) -> Class {
         use crate::source::stream::StreamError;
         use crate::source::wire::WireError;
-        let transient_state = |s: &str| s.starts_with("57P") || s.starts_with("08") || s == "53300";
         match self {
-            RunError::Walsender(WireError::Server { sqlstate, .. }) => transient_state(sqlstate),
-            RunError::Walsender(_) => true,
-            RunError::Stream(StreamError::Server { sqlstate, .. }) => transient_state(sqlstate),
-            RunError::Stream(_) => true,
-            RunError::Connect(e) => e.sqlstate.as_deref().is_none_or(transient_state),
-            RunError::Apply(ApplyError::Toast { source, .. }) => {
-                source.is_closed() || source.code().is_some_and(|c| transient_state(c.code()))
-            }
-            _ => false,
+            RunError::Walsender(WireError::Server {
+                sqlstate, message, ..
+            })
+            | RunError::Stream(StreamError::Server {
+                sqlstate, message, ..
+            }) => error::postgres(sqlstate, message),
+            RunError::Walsender(WireError::UnsupportedAuth { .. }) => Class::Fatal {
+                fix: "allow SCRAM-SHA-256, MD5 or password authentication for the pgch user".into(),
+            },
+            RunError::Walsender(_) | RunError::Stream(_) => Class::Retry,
+            RunError::Connect(e) => match &e.sqlstate {
+                Some(state) => error::postgres(state, &e.message),
+                None => Class::Retry,
+            },
+            RunError::Apply(e) => e.classify(),
+            RunError::Sink(e) => error::clickhouse(e),
+            RunError::Snapshot(e) => e.classify(),
+            RunError::Slot(slot::SlotError::Walsender(e)) => match e.sqlstate() {
+                Some(state) => error::postgres(state, ""),
+                None => Class::Retry,
+            },
+            RunError::Slot(slot::SlotError::Sink(e)) => error::clickhouse(e),
+            // The message itself says what to do.
+            RunError::Slot(_) | RunError::Decode { .. } => Class::Fatal { fix: String::new() },
         }
+    }
+
+    /// Lost connections and server restarts are retried; everything else needs the operator.
+    pub fn is_transient(&self) -> bool {
+        self.classify().is_retry()
     }
 }
 
@@ -154,6 +236,7 @@ async fn stream_session(
     settings: &Settings,
     applier: &mut Applier,
     ch: &clickhouse::Client,
+    copy: &mut Copy,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<SessionEnd, RunError> {
     let dest = &settings.destination;
@@ -182,6 +265,10 @@ async fn stream_session(
             // A batch came of age with no event to carry the flush check.
             _ = tokio::time::sleep(wait) => None,
             _ = shutdown.as_mut() => break SessionEnd::Shutdown,
+            done = copy.finished() => {
+                done?;
+                None
+            }
         };
         if let Some(event) = event {
             match event {
@@ -189,7 +276,7 @@ async fn stream_session(
                     let ctx = DecodeContext { in_stream };
                     let msg = pgoutput::decode(&payload, ctx)
                         .map_err(|source| RunError::Decode { lsn: start, source })?;
-                    apply_message(applier, &msg, start, &mut in_stream, &pg, ch, dest).await?;
+                    apply_message(applier, &msg, start, &mut in_stream, &pg, ch, settings).await?;
                 }
                 StreamEvent::Keepalive { wal_end, .. } => {
                     if !applier.has_rows() && !applier.has_pending_commits() {
@@ -224,11 +311,13 @@ async fn apply_message(
     in_stream: &mut bool,
     pg: &tokio_postgres::Client,
     ch: &clickhouse::Client,
-    dest: &crate::config::DestinationSettings,
+    settings: &Settings,
 ) -> Result<(), RunError> {
+    let dest = &settings.destination;
+    let slot = &settings.source.slot;
     let now = Instant::now();
     match msg {
-        Message::Begin(_) => applier.ledger.begin(),
+        Message::Begin(_) => applier.begin(),
         Message::Commit(c) => applier.commit(c.end_lsn),
         Message::Relation(r) => applier.relation(r)?,
         Message::Insert(i) => {
@@ -254,7 +343,7 @@ async fn apply_message(
             applier.flush(pg, ch, dest).await?;
             for id in &t.relation_ids {
                 if let Some(lane) = applier.lane_of(*id) {
-                    applier.truncate(lane, ch, dest).await?;
+                    applier.truncate(lane, ch, dest, slot).await?;
                 }
             }
         }

@@ -94,8 +94,15 @@ pub async fn ensure_slot(
         }
         None => {
             if existing.is_some() {
-                return Err(SlotError::ForeignSlot(slot.clone()));
+                if recorded.get(keys::SLOT_CREATING) != Some(&system.system_id) {
+                    return Err(SlotError::ForeignSlot(slot.clone()));
+                }
+                // Our own slot, made by a start that died before recording it: nothing
+                // was copied or acknowledged from it yet, so it is made again.
+                tracing::warn!(slot = %slot, "dropping the slot a previous start created but did not record");
+                walsender.drop_slot(slot, true).await?;
             }
+            state.put(keys::SLOT_CREATING, &system.system_id).await?;
             let created = walsender
                 .create_slot(slot, false, SlotSnapshot::NoExport)
                 .await?;
@@ -111,15 +118,16 @@ pub async fn ensure_slot(
                 .map_err(|e| SlotError::Postgres(e.to_string()))?
                 .get(0);
             state
-                .put(keys::SYSTEM_IDENTIFIER, &system.system_id)
-                .await?;
-            state
                 .put(
                     keys::CONSISTENT_POINT,
                     &created.consistent_point.to_string(),
                 )
                 .await?;
             state.put(keys::SNAPSHOT_XMAX, &xmax.to_string()).await?;
+            // Last: with it the slot is ours for good (rule 1).
+            state
+                .put(keys::SYSTEM_IDENTIFIER, &system.system_id)
+                .await?;
             tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "replication slot created");
             Ok(SlotIdentity {
                 system_id: system.system_id,

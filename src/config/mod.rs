@@ -182,6 +182,25 @@ pub struct TableConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     pub mode: Mode,
+    /// The longest a change waits in a batch before it is written (milliseconds).
+    pub sync_interval_ms: Option<u64>,
+    /// Rows per insert at most.
+    pub batch_max_rows: Option<u64>,
+    /// Bytes of row images per insert at most (MiB).
+    pub batch_max_mb: Option<u64>,
+    /// Bytes of pending row images across all tables (MiB); reaching it flushes every
+    /// batch, a large transaction in parts.
+    pub memory_budget_mb: Option<u64>,
+}
+
+/// Default pipeline byte budget: pending row images across all tables.
+pub const DEFAULT_MEMORY_BUDGET_MB: u64 = 64;
+
+/// The validated `[pipeline]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineSettings {
+    pub flush: crate::pipeline::flush::FlushPolicy,
+    pub memory_budget_bytes: u64,
 }
 
 /// The `[snapshot]` section: how the initial copy runs.
@@ -199,6 +218,61 @@ pub const DEFAULT_SNAPSHOT_WORKERS: usize = 4;
 /// Default partition size: 65,536 blocks of 8 kB, 512 MB of heap.
 pub const DEFAULT_PARTITION_BLOCKS: u64 = 65_536;
 
+/// The `[metrics]` section: the HTTP endpoint and the slot poller.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `IP:port` for `/metrics`, `/healthz` and `/readyz`.
+    pub listen: Option<String>,
+    /// Retained-WAL ratios (of `max_slot_wal_keep_size`) that log a warning when crossed
+    /// upward; the highest also makes `/readyz` fail. A list, or `"0.5,0.8"` from the
+    /// environment.
+    #[serde(default, deserialize_with = "ratios")]
+    pub warn_ratios: Option<Vec<f64>>,
+    /// Seconds between two readings of the slot.
+    pub slot_poll_secs: Option<u64>,
+}
+
+/// A list of numbers, from TOML as a list or from the environment as `"0.5,0.8"`.
+fn ratios<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<f64>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<f64>),
+        One(f64),
+        Text(String),
+    }
+    Ok(Some(match Raw::deserialize(d)? {
+        Raw::List(v) => v,
+        Raw::One(v) => vec![v],
+        Raw::Text(t) => t
+            .split(',')
+            .map(|p| p.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "metrics.warn_ratios `{t}` is not a comma-separated list of numbers"
+                ))
+            })?,
+    }))
+}
+
+/// Default metrics endpoint: loopback only, so nothing is exposed by accident.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9188";
+/// Default warning ratios of retained WAL to `max_slot_wal_keep_size`.
+pub const DEFAULT_WARN_RATIOS: [f64; 2] = [0.5, 0.8];
+/// Default seconds between slot readings.
+pub const DEFAULT_SLOT_POLL_SECS: u64 = 5;
+
+/// Validated `[metrics]` settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsSettings {
+    pub listen: std::net::SocketAddr,
+    /// Strictly increasing, each in (0, 1].
+    pub warn_ratios: Vec<f64>,
+    pub slot_poll: Duration,
+}
+
 /// The whole file, as written; [`Config::validate`] turns it into [`Settings`].
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -207,6 +281,7 @@ pub struct Config {
     pub destination: DestinationConfig,
     pub pipeline: PipelineConfig,
     pub snapshot: SnapshotConfig,
+    pub metrics: MetricsConfig,
     pub tables: Vec<TableConfig>,
 }
 
@@ -269,7 +344,9 @@ pub struct Settings {
     pub source: SourceSettings,
     pub destination: DestinationSettings,
     pub mode: Mode,
+    pub pipeline: PipelineSettings,
     pub snapshot: SnapshotSettings,
+    pub metrics: MetricsSettings,
 }
 
 impl Config {
@@ -355,16 +432,61 @@ impl Config {
         if partition_blocks == 0 {
             return Err(invalid("snapshot.partition_blocks", "must be at least 1"));
         }
+        let pipeline = validate_pipeline(&self.pipeline)?;
         Ok(Settings {
             source,
             destination,
             mode: self.pipeline.mode,
+            pipeline,
             snapshot: SnapshotSettings {
                 workers,
                 partition_blocks,
             },
+            metrics: validate_metrics(&self.metrics)?,
         })
     }
+}
+
+fn validate_pipeline(p: &PipelineConfig) -> Result<PipelineSettings, ConfigError> {
+    use crate::pipeline::flush::{
+        FlushPolicy, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS,
+    };
+    const MIB: u64 = 1024 * 1024;
+    let sync_ms = p
+        .sync_interval_ms
+        .unwrap_or(DEFAULT_MAX_AGE.as_millis() as u64);
+    if !(10..=600_000).contains(&sync_ms) {
+        return Err(invalid(
+            "pipeline.sync_interval_ms",
+            "must be 10 to 600000 (10 ms to 10 minutes)",
+        ));
+    }
+    let max_rows = p.batch_max_rows.unwrap_or(DEFAULT_MAX_ROWS);
+    if max_rows == 0 {
+        return Err(invalid("pipeline.batch_max_rows", "must be at least 1"));
+    }
+    let max_bytes = p
+        .batch_max_mb
+        .map(|m| m.saturating_mul(MIB))
+        .unwrap_or(DEFAULT_MAX_BYTES);
+    if max_bytes == 0 {
+        return Err(invalid("pipeline.batch_max_mb", "must be at least 1"));
+    }
+    let budget = p.memory_budget_mb.unwrap_or(DEFAULT_MEMORY_BUDGET_MB);
+    if budget == 0 || budget > 64 * 1024 {
+        return Err(invalid(
+            "pipeline.memory_budget_mb",
+            "must be 1 to 65536 (MiB of pending row images)",
+        ));
+    }
+    Ok(PipelineSettings {
+        flush: FlushPolicy {
+            max_rows,
+            max_bytes,
+            max_age: std::time::Duration::from_millis(sync_ms),
+        },
+        memory_budget_bytes: budget * MIB,
+    })
 }
 
 fn validate_source(src: &SourceConfig) -> Result<SourceSettings, ConfigError> {
@@ -620,6 +742,39 @@ fn validate_destination(
         connect_timeout: source.connect_timeout,
         cluster: dst.cluster.clone().filter(|c| !c.is_empty()),
         table_names: std::collections::BTreeMap::new(),
+    })
+}
+
+fn validate_metrics(m: &MetricsConfig) -> Result<MetricsSettings, ConfigError> {
+    let listen_raw = m.listen.as_deref().unwrap_or(DEFAULT_METRICS_LISTEN);
+    let listen = listen_raw.parse().map_err(|_| {
+        invalid(
+            "metrics.listen",
+            format!("`{listen_raw}` is not IP:port, e.g. 0.0.0.0:9188 or 127.0.0.1:9188"),
+        )
+    })?;
+    let warn_ratios = m
+        .warn_ratios
+        .clone()
+        .unwrap_or_else(|| DEFAULT_WARN_RATIOS.to_vec());
+    if warn_ratios.is_empty()
+        || warn_ratios.len() > 10
+        || warn_ratios.iter().any(|r| !(*r > 0.0 && *r <= 1.0))
+        || warn_ratios.windows(2).any(|w| w[0] >= w[1])
+    {
+        return Err(invalid(
+            "metrics.warn_ratios",
+            "must be 1 to 10 increasing ratios, each above 0 and at most 1 (e.g. [0.5, 0.8])",
+        ));
+    }
+    let poll = m.slot_poll_secs.unwrap_or(DEFAULT_SLOT_POLL_SECS);
+    if !(1..=3600).contains(&poll) {
+        return Err(invalid("metrics.slot_poll_secs", "must be 1 to 3600"));
+    }
+    Ok(MetricsSettings {
+        listen,
+        warn_ratios,
+        slot_poll: Duration::from_secs(poll),
     })
 }
 

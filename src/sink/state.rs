@@ -22,6 +22,9 @@ pub const STATE_TABLE: &str = "_pgch_state";
 pub mod keys {
     /// The source cluster's `system_identifier` (IDENTIFY_SYSTEM).
     pub const SYSTEM_IDENTIFIER: &str = "system_identifier";
+    /// Written just before the slot is created: a slot found with this mark and no
+    /// `system_identifier` was made by a pgch that died before recording it.
+    pub const SLOT_CREATING: &str = "slot_creating";
     /// The slot's consistent point at creation.
     pub const CONSISTENT_POINT: &str = "consistent_point";
     /// xmax of the snapshot taken right after the slot was created.
@@ -30,6 +33,12 @@ pub mod keys {
     /// `copy/<table>/<partition>`: a finished copy partition.
     pub fn copy_done(table: &str, partition: &str) -> String {
         format!("copy/{table}/{partition}")
+    }
+
+    /// `complete/<table>`: the table needs no more copying (a TRUNCATE emptied it; the
+    /// stream carries everything since).
+    pub fn snapshot_complete(table: &str) -> String {
+        format!("complete/{table}")
     }
 
     /// `table/<table>`: the ClickHouse table belongs to this slot.

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use bytes::BufMut;
 use futures_util::StreamExt;
 
+use super::control::TableGate;
 use super::plan::TablePlan;
 use crate::config::DestinationSettings;
 use crate::sink::client::SinkError;
@@ -55,6 +56,8 @@ pub enum CopyError {
         table: String,
         source: CopyTextError,
     },
+    #[error("the copy of {0} was cancelled by a TRUNCATE")]
+    Cancelled(String),
     #[error("{table}.{column}: {source}")]
     Encode {
         table: String,
@@ -68,6 +71,22 @@ pub enum CopyError {
 pub struct CopyStats {
     pub rows: u64,
     pub bytes: u64,
+}
+
+/// One partition to copy.
+pub struct CopyTask<'a> {
+    pub plan: &'a TablePlan,
+    pub range: Option<BlockRange>,
+    /// The insert's `query_id` (see [`copy_query_prefix`]).
+    pub query_id: String,
+    /// The table's gate: the copy stops when a TRUNCATE cancels it.
+    pub gate: Option<&'a TableGate>,
+}
+
+/// The start of every copy insert's `query_id` for a destination table, so the TRUNCATE
+/// barrier can find them in `system.processes`.
+pub fn copy_query_prefix(table: &str) -> String {
+    format!("pgch-copy-{table}-")
 }
 
 /// The `COPY … TO STDOUT` statement of a partition: the published columns, the
@@ -101,11 +120,15 @@ pub async fn copy_partition(
     pg: &tokio_postgres::Transaction<'_>,
     ch: &clickhouse::Client,
     settings: &DestinationSettings,
-    plan: &TablePlan,
-    range: Option<BlockRange>,
-    query_id: String,
+    task: CopyTask<'_>,
     clamps: &mut ClampCounts,
 ) -> Result<CopyStats, CopyError> {
+    let CopyTask {
+        plan,
+        range,
+        query_id,
+        gate,
+    } = task;
     let table = plan.source.display();
     let pg_err = |source| CopyError::Postgres {
         table: table.clone(),
@@ -118,8 +141,14 @@ pub async fn copy_partition(
     let mut insert = RowBinaryInsert::start(ch, settings, &plan.dest, &columns, query_id);
     // Postgres sends each row of COPY TO STDOUT as its own CopyData message.
     let mut spare: Vec<Option<Cow<'static, [u8]>>> = Vec::with_capacity(plan.columns.len());
+    let mut rows_seen: u64 = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(pg_err)?;
+        rows_seen += 1;
+        // Dropping the insert abandons it; the TRUNCATE that cancelled us runs after.
+        if rows_seen.is_multiple_of(256) && gate.is_some_and(|g| g.is_cancelled()) {
+            return Err(CopyError::Cancelled(table));
+        }
         let row = chunk.strip_suffix(b"\n").ok_or_else(|| CopyError::Row {
             table: table.clone(),
             source: CopyTextError::Unterminated {
@@ -146,6 +175,9 @@ pub async fn copy_partition(
         fields.clear();
         spare = fields.into_iter().map(|_| None).collect();
         insert.row_done().await?;
+    }
+    if gate.is_some_and(|g| g.is_cancelled()) {
+        return Err(CopyError::Cancelled(table));
     }
     let bytes = insert.bytes();
     let rows = insert.finish().await?;

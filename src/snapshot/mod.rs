@@ -17,6 +17,7 @@
 //! whatever changed after it arrives again from the stream with a higher version
 //! (DESIGN.md rule 3).
 
+pub mod control;
 pub mod copy;
 pub mod plan;
 
@@ -37,6 +38,7 @@ use crate::sink::types::MappingOptions;
 use crate::source::catalog;
 use crate::source::columns::published_columns;
 use crate::source::connect::{self, ConnectError};
+use control::{CopyControl, TableGate};
 use copy::{BlockRange, CopyError};
 use plan::{plan_table, PlanError, TablePlan};
 
@@ -92,6 +94,33 @@ pub enum SnapshotError {
     IncompatibleTable { table: String, problem: String },
 }
 
+impl SnapshotError {
+    /// Retry or stop with a fix (see [`crate::error`]).
+    pub fn classify(&self) -> crate::error::Class {
+        use crate::error::{self, Class};
+        match self {
+            SnapshotError::Connect(e) => match &e.sqlstate {
+                Some(state) => error::postgres(state, &e.message),
+                None => Class::Retry,
+            },
+            SnapshotError::Catalog(e) => error::tokio_postgres(e),
+            SnapshotError::Sink(e) => error::clickhouse(e),
+            SnapshotError::Copy(e) => match e.as_ref() {
+                CopyError::Postgres { source, .. } => error::tokio_postgres(source),
+                CopyError::Sink(e) => error::clickhouse(e),
+                _ => Class::Fatal { fix: String::new() },
+            },
+            SnapshotError::Worker(_) => Class::Retry,
+            _ => Class::Fatal { fix: String::new() },
+        }
+    }
+
+    /// Whether a later attempt may succeed (the copy resumes per partition).
+    pub fn is_transient(&self) -> bool {
+        self.classify().is_retry()
+    }
+}
+
 impl From<CopyError> for SnapshotError {
     fn from(e: CopyError) -> Self {
         SnapshotError::Copy(Box::new(e))
@@ -130,15 +159,30 @@ struct Job {
 /// How many times a table rewritten during its copy is copied again before giving up.
 const MAX_RECOPY_ROUNDS: u32 = 5;
 
+/// The tables of the publication, planned and present in ClickHouse.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub plans: Vec<Arc<TablePlan>>,
+    pub server_version: u32,
+}
+
 /// Plans, creates and copies every published table; resumes where a previous run stopped.
 pub async fn run(
     settings: &Settings,
     opts: &SnapshotOptions,
 ) -> Result<SnapshotReport, SnapshotError> {
-    let ep = &settings.source.endpoint;
-    let pg = connect::connect(ep).await?;
-    let (plans, version) = plan_all(&pg, settings, opts).await?;
+    let prepared = prepare(settings, opts).await?;
+    copy_all(settings, opts, &prepared, &CopyControl::default()).await
+}
 
+/// Plans every published table and creates (or checks) its ClickHouse table, so the
+/// stream can write to it before any copy lands.
+pub async fn prepare(
+    settings: &Settings,
+    opts: &SnapshotOptions,
+) -> Result<Prepared, SnapshotError> {
+    let pg = connect::connect(&settings.source.endpoint).await?;
+    let (plans, version) = plan_all(&pg, settings, opts).await?;
     let dest = &settings.destination;
     let ch = ch_client::client(dest, false);
     ch_client::execute(
@@ -152,13 +196,34 @@ pub async fn run(
     for plan in &plans {
         ensure_table(&ch, settings, &state, &done, plan).await?;
     }
+    Ok(Prepared {
+        plans: plans.into_iter().map(Arc::new).collect(),
+        server_version: version,
+    })
+}
 
+/// Copies the partitions of the prepared tables that are not done yet; a table whose
+/// gate is cancelled (TRUNCATE) is left to the stream.
+pub async fn copy_all(
+    settings: &Settings,
+    opts: &SnapshotOptions,
+    prepared: &Prepared,
+    control: &CopyControl,
+) -> Result<SnapshotReport, SnapshotError> {
+    let pg = connect::connect(&settings.source.endpoint).await?;
+    let version = prepared.server_version;
+    let state = StateStore::open(&settings.destination, &settings.source.slot).await?;
+    let done = state.load().await?;
+    let plans = prepared.plans.clone();
     let mut report = SnapshotReport::default();
     let mut jobs = Vec::new();
     let mut planned = Vec::new();
     for plan in plans {
-        let plan = Arc::new(plan);
         let progress = Arc::new(TableProgress::default());
+        if done.contains_key(&keys::snapshot_complete(&plan.dest)) {
+            report.tables.insert(plan.dest.clone(), progress);
+            continue;
+        }
         let filenode = plan_jobs(
             &pg,
             &plan,
@@ -174,7 +239,7 @@ pub async fn run(
         planned.push((plan, progress, filenode));
     }
     report.partitions_copied = jobs.len() as u64;
-    report.clamps = run_jobs(settings, opts, jobs, &state).await?;
+    report.clamps = run_jobs(settings, opts, jobs, &state, control).await?;
 
     // A rewrite (VACUUM FULL, CLUSTER, pg_repack, a safe widening) during the copy moves
     // rows between blocks: block ranges planned before it can miss or repeat rows. Its
@@ -183,6 +248,9 @@ pub async fn run(
     for round in 1..=MAX_RECOPY_ROUNDS {
         let mut again = Vec::new();
         for (plan, progress, filenode) in &mut planned {
+            if control.gate(&plan.dest).is_cancelled() {
+                continue;
+            }
             let (_, _, now) = table_size(&pg, plan.source.oid).await?;
             if now == *filenode {
                 continue;
@@ -211,7 +279,7 @@ pub async fn run(
             break;
         }
         report.partitions_copied += again.len() as u64;
-        let clamps = run_jobs(settings, opts, again, &state).await?;
+        let clamps = run_jobs(settings, opts, again, &state, control).await?;
         report.clamps.merge(&clamps);
     }
     Ok(report)
@@ -451,6 +519,7 @@ async fn run_jobs(
     opts: &SnapshotOptions,
     jobs: Vec<Job>,
     state: &StateStore<'_>,
+    control: &CopyControl,
 ) -> Result<ClampCounts, SnapshotError> {
     let workers = Arc::new(Semaphore::new(opts.workers.max(1)));
     let clamps = Arc::new(Mutex::new(ClampCounts::default()));
@@ -460,9 +529,10 @@ async fn run_jobs(
         let settings = settings.clone();
         let min_xmin = opts.min_xmin;
         let clamps = clamps.clone();
+        let gate = control.gate(&job.plan.dest);
         tasks.spawn(async move {
             let _permit = permit.acquire_owned().await;
-            let result = copy_job(&settings, &job, min_xmin, &clamps).await;
+            let result = copy_job(&settings, &job, min_xmin, &clamps, &gate).await;
             (job, result)
         });
     }
@@ -478,7 +548,10 @@ async fn run_jobs(
             }
         };
         match result {
-            Ok(()) => {
+            Ok(false) => {
+                tracing::info!(table = %job.plan.source.display(), partition = %job.label, "copy cancelled by a TRUNCATE; the stream carries the table from here");
+            }
+            Ok(true) => {
                 state
                     .put(&keys::copy_done(&job.plan.dest, &job.label), "done")
                     .await?;
@@ -511,7 +584,11 @@ async fn copy_job(
     job: &Job,
     min_xmin: Option<u64>,
     clamps: &Mutex<ClampCounts>,
-) -> Result<(), SnapshotError> {
+    gate: &TableGate,
+) -> Result<bool, SnapshotError> {
+    if gate.is_cancelled() {
+        return Ok(false);
+    }
     let mut pg = connect::connect(&settings.source.endpoint).await?;
     let started = Instant::now();
     let tx = loop {
@@ -541,22 +618,34 @@ async fn copy_job(
     };
     let ch = ch_client::client(&settings.destination, false);
     let query_id = format!(
-        "pgch-copy-{}-{}-{}",
-        job.plan.dest,
+        "{}{}-{}",
+        copy::copy_query_prefix(&job.plan.dest),
         copy::partition_label(job.range),
         std::process::id()
     );
     let mut local = ClampCounts::default();
-    let stats = copy::copy_partition(
+    // Inside the gate from before the insert starts until it is over (rule 8).
+    let Some(_pass) = gate.enter().await else {
+        return Ok(false);
+    };
+    let stats = match copy::copy_partition(
         &tx,
         &ch,
         &settings.destination,
-        &job.plan,
-        job.range,
-        query_id,
+        copy::CopyTask {
+            plan: &job.plan,
+            range: job.range,
+            query_id,
+            gate: Some(gate),
+        },
         &mut local,
     )
-    .await?;
+    .await
+    {
+        Ok(stats) => stats,
+        Err(CopyError::Cancelled(_)) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
     tx.commit().await.map_err(SnapshotError::Catalog)?;
     if let Ok(mut c) = clamps.lock() {
         c.merge(&local);
@@ -572,7 +661,7 @@ async fn copy_job(
         rows_per_sec = %format!("{:.0}", stats.rows as f64 / secs),
         "partition copied"
     );
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -73,6 +73,13 @@ pub fn guide_source(pg: &PgCluster, user: Option<&str>, shape: PublicationShape)
 /// Settings for `source` on `pg` and the shared ClickHouse, through the environment
 /// exactly as a container would give them; `extra` adds or overrides variables.
 pub fn settings_for(pg_url: &str, publication: &str, extra: &[(&str, &str)]) -> Settings {
+    Config::load_with_env(None, env_for(pg_url, publication, extra))
+        .and_then(|c| c.validate())
+        .expect("valid settings")
+}
+
+/// The `PGCH__…` variables of [`settings_for`], for running the `pgch` binary.
+pub fn env_for(pg_url: &str, publication: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let ch = ClickHouse::shared();
     let mut env: Vec<(String, String)> = vec![
         ("PGCH__SOURCE__URL".into(), pg_url.into()),
@@ -88,9 +95,20 @@ pub fn settings_for(pg_url: &str, publication: &str, extra: &[(&str, &str)]) -> 
         env.retain(|(key, _)| key != k);
         env.push((k.to_string(), v.to_string()));
     }
-    Config::load_with_env(None, env)
-        .and_then(|c| c.validate())
-        .expect("valid settings")
+    env
+}
+
+/// The environment that connects the `pgch` binary as the guide's user.
+pub fn guide_env(
+    pg: &PgCluster,
+    src: &GuideSource,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    env_for(
+        &pg.url(&src.user, Some(&src.password), &src.database),
+        &src.publication,
+        extra,
+    )
 }
 
 /// Settings that connect as the guide's user.
