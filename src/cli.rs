@@ -123,6 +123,7 @@ pub async fn execute(cli: Cli) -> i32 {
 }
 
 async fn run(config: Option<&std::path::Path>) -> i32 {
+    use crate::metrics::health::{self, Phase};
     let settings = match Config::load(config).and_then(|c| c.validate()) {
         Ok(s) => s,
         Err(e) => {
@@ -130,20 +131,43 @@ async fn run(config: Option<&std::path::Path>) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    health::set_ready_phase(if settings.mode.streams() {
+        Phase::Streaming
+    } else {
+        Phase::Snapshotting
+    });
+    health::set_phase(Phase::Starting);
+    // The endpoint and the slot poller start first: a stuck start-up or a long snapshot
+    // is exactly when an operator looks at them.
+    let server = match crate::metrics::http::Server::bind(settings.metrics.listen).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pgch run: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    tracing::info!(listen = %settings.metrics.listen, "serving /metrics, /healthz, /readyz");
+    let _server = AbortOnDrop(server.spawn());
+    let _poller = settings
+        .mode
+        .streams()
+        .then(|| AbortOnDrop(crate::metrics::slot::spawn(&settings)));
+    let shutdown = async {
+        shutdown_signal().await;
+        health::set_phase(Phase::Stopping);
+    };
     if settings.mode != crate::config::Mode::SnapshotOnly {
-        return match crate::cdc::run(&settings, shutdown_signal()).await {
+        return match crate::cdc::run(&settings, shutdown).await {
             Ok(()) => 0,
-            Err(e) => {
-                match e.classify() {
-                    crate::error::Class::Fatal { fix } if !fix.is_empty() => {
-                        eprintln!("pgch run: {e}\n  fix: {fix}")
-                    }
-                    _ => eprintln!("pgch run: {e}"),
+            Err(e) => match e.classify() {
+                crate::error::Class::Fatal { fix } if !fix.is_empty() => {
+                    fatal(&format!("{e}\n  fix: {fix}"))
                 }
-                EXIT_FAILURE
-            }
+                _ => fatal(&e),
+            },
         };
     }
+    health::set_phase(Phase::Snapshotting);
     let started = std::time::Instant::now();
     match crate::snapshot::run(
         &settings,
@@ -152,11 +176,14 @@ async fn run(config: Option<&std::path::Path>) -> i32 {
     .await
     {
         Ok(report) => {
-            let rows: u64 = report
-                .tables
-                .values()
-                .map(|p| p.rows_copied.load(std::sync::atomic::Ordering::Relaxed))
-                .sum();
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            let metrics = crate::metrics::global();
+            for (table, p) in &report.tables {
+                metrics.snapshot_progress(table, load(&p.rows_copied), load(&p.rows_estimated));
+            }
+            let rows: u64 = report.tables.values().map(|p| load(&p.rows_copied)).sum();
+            health::set_phase(Phase::Stopping);
             tracing::info!(
                 tables = report.tables.len(),
                 rows,
@@ -167,10 +194,24 @@ async fn run(config: Option<&std::path::Path>) -> i32 {
             );
             0
         }
-        Err(e) => {
-            eprintln!("pgch run: {e}");
-            EXIT_FAILURE
-        }
+        Err(e) => fatal(&e),
+    }
+}
+
+/// Records a fatal error for `/readyz` and `/healthz`, prints it, and returns the exit code.
+fn fatal(e: &dyn std::fmt::Display) -> i32 {
+    crate::metrics::health::set_fatal(e.to_string());
+    crate::metrics::global().error("fatal");
+    eprintln!("pgch run: {e}");
+    EXIT_FAILURE
+}
+
+/// Aborts a background task (metrics endpoint, slot poller) when `run` returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod lsn;
+pub mod metrics;
 pub mod pipeline;
 pub mod sink;
 pub mod snapshot;
