@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+pub mod workload;
+
 use pgch::config::{Config, Settings};
 use pgch::testkit::clickhouse::ClickHouse;
 use pgch::testkit::postgres::PgCluster;
@@ -90,6 +93,8 @@ pub fn env_for(pg_url: &str, publication: &str, extra: &[(&str, &str)]) -> Vec<(
         ("PGCH__DESTINATION__USER".into(), ch.user.clone()),
         ("PGCH__DESTINATION__PASSWORD".into(), ch.password.clone()),
         ("PGCH__DESTINATION__DATABASE".into(), unique_name("dest")),
+        // Tests run side by side: any free port for /metrics.
+        ("PGCH__METRICS__LISTEN".into(), "127.0.0.1:0".into()),
     ];
     for (k, v) in extra {
         env.retain(|(key, _)| key != k);
