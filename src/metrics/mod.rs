@@ -82,6 +82,35 @@ pub const PHASE: &str = "pgch_phase";
 /// Always 1; the labels carry the version.
 pub const BUILD_INFO: &str = "pgch_build_info";
 
+/// Every metric name pgch exports, for checks that dashboards and alert rules name
+/// only real series.
+pub const ALL: &[&str] = &[
+    ROWS_TOTAL,
+    INSERTED_ROWS_TOTAL,
+    INSERT_BATCHES_TOTAL,
+    INSERTED_BYTES_TOTAL,
+    INSERT_DURATION_SECONDS,
+    RETRIES_TOTAL,
+    ERRORS_TOTAL,
+    LAG_SECONDS,
+    LAST_APPLIED_COMMIT_TIMESTAMP_SECONDS,
+    ACKNOWLEDGED_LSN_BYTES,
+    PIPELINE_MEMORY_BYTES,
+    CLAMPED_VALUES_TOTAL,
+    SNAPSHOT_COPIED_ROWS,
+    SNAPSHOT_ESTIMATED_ROWS,
+    SLOT_RETAINED_WAL_BYTES,
+    SLOT_UNCONFIRMED_WAL_BYTES,
+    SLOT_MAX_WAL_KEEP_BYTES,
+    SLOT_SAFE_WAL_BYTES,
+    SLOT_WAL_STATUS,
+    SLOT_RETAINED_WAL_RATIO,
+    SLOT_ACTIVE,
+    READY,
+    PHASE,
+    BUILD_INFO,
+];
+
 /// Label keys.
 pub mod label {
     /// Destination table name.
@@ -228,7 +257,7 @@ struct Families {
 /// own metrics never mix with ours). Every method is cheap and never fails.
 pub struct Metrics {
     registry: Registry,
-    /// `None` only if construction failed (a bad constant name, caught by unit tests):
+    /// `Err` only if construction failed (a bad constant name, caught by unit tests):
     /// then recording is a no-op and `/metrics` reports the error, rather than a panic.
     families: Result<Families, String>,
     lag: Mutex<LagState>,
@@ -463,7 +492,7 @@ impl Families {
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             reg_it(reg, IntGaugeVec::new(Opts::new(name, help), labels)?)
         };
-        use label::*;
+        use label::{KIND, OP, SLOT, TABLE, VERSION, WAL_STATUS};
         let build = gauge_vec(BUILD_INFO, "pgch build; always 1", &[VERSION])?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let fam = Families {

@@ -26,7 +26,18 @@ fn every_family_registers_and_renders() {
             active: true,
         }),
     );
+    m.phase(Phase::Streaming);
     let text = m.render().unwrap();
+    let types: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let mut all = ALL.to_vec();
+    all.sort_unstable();
+    let mut seen = types.clone();
+    seen.sort_unstable();
+    assert_eq!(seen, all, "ALL lists exactly the exported families");
     for needle in [
         "pgch_rows_total{op=\"update\",table=\"public_orders\"} 3",
         "pgch_inserted_bytes_total{table=\"public_orders\"} 120",
