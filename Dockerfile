@@ -16,6 +16,8 @@ RUN apt-get update \
 COPY --from=build /src/target/release/pgch /usr/local/bin/pgch
 COPY config /etc/pgch
 USER pgch
+# In a container the metrics endpoint must listen beyond loopback to be scraped.
+ENV PGCH__METRICS__LISTEN=0.0.0.0:9188
 EXPOSE 9188
 ENTRYPOINT ["/usr/local/bin/pgch"]
 CMD ["run"]
