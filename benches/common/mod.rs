@@ -56,10 +56,20 @@ pub fn machine_busy_ticks() -> Option<u64> {
 }
 
 pub fn process_rss_kib(pid: i32) -> Option<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// Peak resident set size of a live process (VmHWM), in KiB.
+pub fn process_hwm_kib(pid: i32) -> Option<u64> {
+    status_kib(pid, "VmHWM")
+}
+
+/// A `kB` field of /proc/<pid>/status, e.g. `VmRSS` or `VmHWM`.
+pub fn status_kib(pid: i32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -78,6 +88,16 @@ pub fn children_of(parent: i32) -> Vec<i32> {
                 == Some(u64::try_from(parent).unwrap_or(0))
         })
         .collect()
+}
+
+/// The test kit's ClickHouse front, if this process started one: its child running
+/// clickhouse_front.py.
+pub fn clickhouse_front_pid() -> Option<i32> {
+    let me = i32::try_from(std::process::id()).ok()?;
+    children_of(me).into_iter().find(|&pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&cmdline).contains("clickhouse_front.py")
+    })
 }
 
 pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
@@ -112,7 +132,21 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// The value at quantile `q` (0..=1) of ascending `sorted` values, nearest rank.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 pub fn print_machine() {
+    print_machine_titled("snapshot: pgch run (snapshot_only) vs COPY … TO STDOUT (FORMAT binary)");
+}
+
+/// The machine description under a `== <title>` line.
+pub fn print_machine_titled(title: &str) {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -132,7 +166,7 @@ pub fn print_machine() {
         .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!("== snapshot: pgch run (snapshot_only) vs COPY … TO STDOUT (FORMAT binary)");
+    println!("== {title}");
     println!(
         "machine:   nproc {nproc}, CPU {model}, {mem_gib:.1} GiB RAM, Linux {}",
         kernel.trim()
