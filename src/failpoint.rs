@@ -4,9 +4,36 @@
 //!
 //! `PGCH_FAILPOINT=<name>:<n>` kills the process with SIGKILL at the n-th time `name`
 //! is reached — no destructor runs, no buffer is flushed, exactly like `kill -9`.
+//! `PGCH_FAILPOINT_HOLD=<name>=<file>` pauses at `name` while the file exists.
 
 /// Between every insert of a flush having returned and the acknowledgement of its commits.
 pub const AFTER_INSERT_BEFORE_ACK: &str = "after_insert_before_ack";
+
+/// Before a copy partition starts: `PGCH_FAILPOINT_HOLD=before_copy=<file>` holds every
+/// copy while `<file>` exists, so a test can act while the snapshot has not landed.
+pub const BEFORE_COPY: &str = "before_copy";
+
+/// Waits here while the hold file named for `name` exists.
+#[cfg(feature = "failpoints")]
+pub async fn hold(name: &str) {
+    let Ok(spec) = std::env::var("PGCH_FAILPOINT_HOLD") else {
+        return;
+    };
+    let Some((wanted, path)) = spec.split_once('=') else {
+        return;
+    };
+    if wanted != name {
+        return;
+    }
+    while std::path::Path::new(path).exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits at a failpoint (not compiled in).
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub async fn hold(_name: &str) {}
 
 /// Reached a failpoint; dies here if the environment says so.
 #[cfg(feature = "failpoints")]

@@ -247,7 +247,11 @@ async fn stream_session(
             &settings.source.slot,
             crate::lsn::Lsn::ZERO,
             &settings.source.publication,
-            StreamOptions::default(),
+            StreamOptions {
+                // Received messages not yet applied count against the same budget.
+                buffer_bytes: (settings.pipeline.memory_budget_bytes / 4).max(1 << 20) as usize,
+                ..StreamOptions::default()
+            },
         )
         .await?;
     let feedback = stream.feedback();

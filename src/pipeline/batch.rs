@@ -164,22 +164,31 @@ impl TableBatch {
 
     fn push(&mut self, row: PendingRow, now: Instant) {
         let key = self.key_of(&row.cells);
-        let bytes: usize = row
-            .cells
-            .iter()
-            .map(|c| match c {
-                Cell::Text(b) => b.len() + 2,
-                _ => 1,
-            })
-            .sum::<usize>()
-            + 9;
-        self.fill.add(bytes as u64, now);
+        let bytes = Self::footprint(&row, key.len());
+        self.fill.add(bytes, now);
         if row.deleted {
             self.latest.remove(&key);
         } else {
             self.latest.insert(key, self.rows.len());
         }
         self.rows.push(row);
+    }
+
+    /// What a pending row really occupies: its values (slices of the received message,
+    /// which they keep alive), its cells, and its entry in the key index. Counting only
+    /// the values would let the memory budget be overrun several times over.
+    fn footprint(row: &PendingRow, key_cells: usize) -> u64 {
+        let values: usize = row
+            .cells
+            .iter()
+            .map(|c| match c {
+                Cell::Text(b) => b.len(),
+                _ => 0,
+            })
+            .sum();
+        let cells = row.cells.len() * std::mem::size_of::<Cell>();
+        let index = key_cells * std::mem::size_of::<Option<Bytes>>() + 64;
+        (values + cells + index + std::mem::size_of::<PendingRow>()) as u64
     }
 
     /// Fills unchanged TOAST cells from `source` (an earlier image of the row).

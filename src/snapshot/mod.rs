@@ -586,6 +586,7 @@ async fn copy_job(
     clamps: &Mutex<ClampCounts>,
     gate: &TableGate,
 ) -> Result<bool, SnapshotError> {
+    crate::failpoint::hold(crate::failpoint::BEFORE_COPY).await;
     if gate.is_cancelled() {
         return Ok(false);
     }

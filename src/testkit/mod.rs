@@ -9,6 +9,7 @@
 
 pub mod clickhouse;
 pub mod postgres;
+pub mod proxy;
 mod reaper;
 pub mod services;
 pub mod versions;
