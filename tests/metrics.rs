@@ -653,3 +653,71 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_metrics_count_changes_and_readyz_passes_while_streaming() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        "INSERT INTO public.orders SELECT g, g, g FROM generate_series(1, 500) g;",
+    )
+    .unwrap();
+    let (slot, db) = (unique_name("slot"), unique_name("dest"));
+    let env = pgch_env(pg, &src, &ClickHouse::shared().url, &slot, &db);
+    let mut pgch = Pgch::start(&env, log_path("pgch-metrics-pipeline"));
+    let active = format!("slot=\"{slot}\"");
+    wait_metrics(&mut pgch, Duration::from_secs(120), "slot active", |t| {
+        value(t, "pgch_slot_active", &active) == Some(1.0)
+    })
+    .await;
+    pg.sql(
+        &src.database,
+        "INSERT INTO public.customers SELECT g, 'c' || g FROM generate_series(1, 30) g;
+         UPDATE public.orders SET total = total + 1 WHERE id <= 20;
+         DELETE FROM public.orders WHERE id > 490;",
+    )
+    .unwrap();
+    let text = wait_metrics(
+        &mut pgch,
+        Duration::from_secs(120),
+        "changes counted and acknowledged",
+        |t| {
+            value(
+                t,
+                "pgch_rows_total",
+                "op=\"insert\",table=\"public_customers\"",
+            ) == Some(30.0)
+                && value(
+                    t,
+                    "pgch_rows_total",
+                    "op=\"update\",table=\"public_orders\"",
+                ) == Some(20.0)
+                && value(
+                    t,
+                    "pgch_rows_total",
+                    "op=\"delete\",table=\"public_orders\"",
+                ) == Some(10.0)
+                && value(
+                    t,
+                    "pgch_rows_total",
+                    "op=\"snapshot\",table=\"public_orders\"",
+                ) == Some(500.0)
+        },
+    )
+    .await;
+    assert!(
+        value(&text, "pgch_inserted_rows_total", "table=\"public_orders\"").unwrap_or(0.0) >= 530.0,
+        "snapshot and stream rows inserted:\n{text}"
+    );
+    assert!(value(&text, "pgch_acknowledged_lsn_bytes", "").unwrap_or(0.0) > 0.0);
+    assert!(text.contains("pgch_insert_duration_seconds_bucket"));
+    // Caught up: the lag returns to 0 once a keepalive is acknowledged with nothing pending.
+    wait_metrics(&mut pgch, Duration::from_secs(120), "lag back to 0", |t| {
+        value(t, "pgch_lag_seconds", "") == Some(0.0)
+    })
+    .await;
+    let (status, body) = pgch.get("/readyz").await.expect("/readyz answers");
+    assert_eq!(status, 200, "ready while streaming: {body}");
+    assert_eq!(ch_count(&db, "public_orders").await, 490);
+}

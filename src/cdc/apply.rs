@@ -15,6 +15,7 @@ use crate::checkpoint::{CommitTicket, Ledger};
 use crate::config::{DestinationSettings, PipelineSettings};
 use crate::error::{self, Class};
 use crate::lsn::Lsn;
+use crate::metrics::{health, Op};
 use crate::pipeline::batch::{Cell, ImageError, TableBatch};
 use crate::pipeline::flush::FlushPolicy;
 use crate::sink::client::{self as ch_client, SinkError};
@@ -65,6 +66,16 @@ impl ApplyError {
 struct Lane {
     plan: Arc<TablePlan>,
     batch: TableBatch,
+    /// Changes received since the last report: inserts, updates, deletes.
+    received: [u64; 3],
+}
+
+/// The kind of a row change, for counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Insert,
+    Update,
+    Delete,
 }
 
 /// The apply side of the pipeline: relations, batches, ledger.
@@ -78,6 +89,8 @@ pub struct Applier {
     pub ledger: Ledger,
     /// Commits received since the last flush.
     pending: Vec<CommitTicket>,
+    /// Commit time (Postgres microseconds) of the last commit in `pending`.
+    pending_commit_time: Option<i64>,
     policy: FlushPolicy,
     budget_bytes: u64,
     pub clamps: ClampCounts,
@@ -108,6 +121,7 @@ impl Applier {
                 Lane {
                     batch: TableBatch::new(plan.columns.len(), keys),
                     plan,
+                    received: [0; 3],
                 }
             })
             .collect();
@@ -119,6 +133,7 @@ impl Applier {
             relations: HashMap::new(),
             ledger: Ledger::new(confirmed),
             pending: Vec::new(),
+            pending_commit_time: None,
             policy: pipeline.flush,
             budget_bytes: pipeline.memory_budget_bytes,
             clamps: ClampCounts::default(),
@@ -154,14 +169,20 @@ impl Applier {
         Ok(())
     }
 
-    /// The batch of a relation id.
-    pub fn batch(&mut self, relation: Oid) -> Result<(&mut TableBatch, String), ApplyError> {
+    /// The batch of a relation id, counting one change of `kind`; the plan names the
+    /// table in errors.
+    pub fn batch(
+        &mut self,
+        relation: Oid,
+        kind: Change,
+    ) -> Result<(&mut TableBatch, &TablePlan), ApplyError> {
         let &lane = self
             .relations
             .get(&relation)
             .ok_or(ApplyError::UnknownRelation(relation))?;
         let l = &mut self.lanes[lane];
-        Ok((&mut l.batch, l.plan.source.display()))
+        l.received[kind as usize] += 1;
+        Ok((&mut l.batch, &l.plan))
     }
 
     /// The destination table of a relation id (for TRUNCATE).
@@ -178,9 +199,10 @@ impl Applier {
     }
 
     /// A commit: acknowledgeable after the next flush.
-    pub fn commit(&mut self, end_lsn: Lsn) {
+    pub fn commit(&mut self, end_lsn: Lsn, commit_time: i64) {
         let t = self.ledger.commit(end_lsn);
         self.pending.push(t);
+        self.pending_commit_time = Some(commit_time);
     }
 
     /// Whether any batch must be written now — by its own limits, or because all
@@ -188,6 +210,7 @@ impl Applier {
     /// ClickHouse slows the read; memory does not grow).
     pub fn flush_due(&self, now: Instant) -> bool {
         let total: u64 = self.lanes.iter().map(|l| l.batch.fill.bytes).sum();
+        crate::metrics::global().memory_in_use(total);
         total >= self.budget_bytes
             || self
                 .lanes
@@ -250,6 +273,7 @@ impl Applier {
             .await?
             .put(&keys::snapshot_complete(&table), "truncated")
             .await?;
+        crate::metrics::global().rows(&table, Op::Truncate, 1);
         tracing::info!(table = %l.plan.source.display(), "TRUNCATE applied");
         Ok(())
     }
@@ -283,13 +307,24 @@ impl Applier {
                     break;
                 }
                 match self.write_lane(i, ch, dest).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        health::set_stalled(CLICKHOUSE, false);
+                        break;
+                    }
                     Err(ApplyError::Sink(e)) if error::clickhouse(&e).is_retry() => {
                         tracing::warn!(table = %self.lanes[i].plan.dest, error = %e, retry_in_ms = backoff.as_millis() as u64, "insert failed; retrying");
+                        let metrics = crate::metrics::global();
+                        metrics.retry("clickhouse_insert");
+                        health::set_stalled(CLICKHOUSE, true);
+                        // Still alive: waiting for ClickHouse is this task's job now.
+                        health::heartbeat("stream");
                         tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        backoff = (backoff * 2).min(INSERT_RETRY_MAX);
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        crate::metrics::global().error("clickhouse_insert");
+                        return Err(e);
+                    }
                 }
             }
             self.lanes[i].batch.clear();
@@ -301,6 +336,9 @@ impl Applier {
         }
         for t in self.pending.drain(..) {
             self.ledger.mark_durable(t);
+        }
+        if let Some(time) = self.pending_commit_time.take() {
+            crate::metrics::global().applied_commit(time);
         }
         Ok(self.ledger.safe_lsn())
     }
@@ -330,14 +368,40 @@ impl Applier {
             std::process::id(),
             self.inserts
         );
+        let started = Instant::now();
         let mut insert = RowBinaryInsert::start(ch, dest, &lane.plan.dest, &columns, query_id);
         insert.buffer().extend_from_slice(&buf);
         insert.row_done().await?;
         insert.finish().await?;
+        let metrics = crate::metrics::global();
+        let ops = [Op::Insert, Op::Update, Op::Delete];
+        for (n, op) in lane.received.iter().zip(ops) {
+            if *n > 0 {
+                metrics.rows(&lane.plan.dest, op, *n);
+            }
+        }
+        metrics.insert_done(
+            &lane.plan.dest,
+            lane.batch.len() as u64,
+            buf.len() as u64,
+            started.elapsed(),
+        );
+        let clamped = clamps.total();
+        if clamped > 0 {
+            metrics.clamped(&lane.plan.dest, clamped);
+        }
         self.clamps.merge(&clamps);
+        self.lanes[i].received = [0; 3];
         Ok(())
     }
 }
+
+/// Longest wait between insert retries: an outage ends at most this long before
+/// pgch notices.
+const INSERT_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// The ClickHouse component in `/readyz`.
+const CLICKHOUSE: &str = "clickhouse";
 
 /// Waits until ClickHouse runs no copy insert of `table` any more: a copy abandoned by
 /// its client may still be finishing on the server, and must not land after the

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Mode, Settings};
 use crate::error::{self, Class};
+use crate::metrics::health::{self, Phase};
 use crate::sink::client as ch_client;
 use crate::sink::ddl;
 use crate::sink::state::StateStore;
@@ -31,7 +32,7 @@ use crate::source::connect;
 use crate::source::pgoutput::{self, DecodeContext, Message};
 use crate::source::stream::{StreamEvent, StreamOptions};
 use crate::source::walsender::Walsender;
-use apply::{Applier, ApplyError};
+use apply::{Applier, ApplyError, Change};
 use slot::SlotError;
 
 /// Why `pgch run` stopped.
@@ -180,6 +181,11 @@ async fn copy_until_done(
     }
 }
 
+/// The stream loop's name in `/healthz`.
+const STREAM_TASK: &str = "stream";
+/// The longest the stream loop sleeps without a message.
+const IDLE_WAKE: Duration = Duration::from_secs(5);
+
 /// First wait before reconnecting after a lost session.
 const RECONNECT_MIN: Duration = Duration::from_secs(1);
 /// Longest wait between reconnects.
@@ -256,11 +262,16 @@ async fn stream_session(
         .await?;
     let feedback = stream.feedback();
     tracing::info!(slot = %settings.source.slot, "streaming changes");
+    health::set_phase(Phase::Streaming);
+    let metrics = crate::metrics::global();
     let mut in_stream = false;
     let end = loop {
+        health::heartbeat(STREAM_TASK);
+        // Wake at least every few seconds so the heartbeat flows while idle.
         let wait = applier
             .time_left(Instant::now())
-            .unwrap_or(Duration::from_secs(3600));
+            .unwrap_or(IDLE_WAKE)
+            .min(IDLE_WAKE);
         let event = tokio::select! {
             e = stream.next() => match e {
                 Some(e) => Some(e?),
@@ -285,7 +296,12 @@ async fn stream_session(
                 StreamEvent::Keepalive { wal_end, .. } => {
                     if !applier.has_rows() && !applier.has_pending_commits() {
                         applier.ledger.keepalive(wal_end);
-                        feedback.confirm(applier.ledger.safe_lsn());
+                        let safe = applier.ledger.safe_lsn();
+                        feedback.confirm(safe);
+                        metrics.acknowledged(safe);
+                        if !applier.ledger.in_transaction() {
+                            metrics.caught_up();
+                        }
                     }
                 }
             }
@@ -295,11 +311,16 @@ async fn stream_session(
         {
             let safe = applier.flush(&pg, ch, dest).await?;
             feedback.confirm_now(safe);
+            metrics.acknowledged(safe);
         }
     };
     // Write what is pending, acknowledge it, say goodbye to the walsender.
+    if matches!(end, SessionEnd::Shutdown) {
+        health::set_phase(Phase::Stopping);
+    }
     let safe = applier.flush(&pg, ch, dest).await?;
     feedback.confirm_now(safe);
+    metrics.acknowledged(safe);
     stream.shutdown().await;
     if matches!(end, SessionEnd::Shutdown) {
         tracing::info!(confirmed = %safe, "stopped after flushing and acknowledging");
@@ -322,25 +343,37 @@ async fn apply_message(
     let now = Instant::now();
     match msg {
         Message::Begin(_) => applier.begin(),
-        Message::Commit(c) => applier.commit(c.end_lsn),
+        Message::Commit(c) => {
+            crate::metrics::global().received_commit(c.commit_timestamp.0);
+            applier.commit(c.end_lsn, c.commit_timestamp.0);
+        }
         Message::Relation(r) => applier.relation(r)?,
         Message::Insert(i) => {
-            let (batch, table) = applier.batch(i.relation_id)?;
+            let (batch, plan) = applier.batch(i.relation_id, Change::Insert)?;
             batch
                 .insert(start, &i.new, now)
-                .map_err(|source| ApplyError::Image { table, source })?;
+                .map_err(|source| ApplyError::Image {
+                    table: plan.source.display(),
+                    source,
+                })?;
         }
         Message::Update(u) => {
-            let (batch, table) = applier.batch(u.relation_id)?;
+            let (batch, plan) = applier.batch(u.relation_id, Change::Update)?;
             batch
                 .update(start, u.old.as_ref(), &u.new, now)
-                .map_err(|source| ApplyError::Image { table, source })?;
+                .map_err(|source| ApplyError::Image {
+                    table: plan.source.display(),
+                    source,
+                })?;
         }
         Message::Delete(d) => {
-            let (batch, table) = applier.batch(d.relation_id)?;
+            let (batch, plan) = applier.batch(d.relation_id, Change::Delete)?;
             batch
                 .delete(start, &d.old, now)
-                .map_err(|source| ApplyError::Image { table, source })?;
+                .map_err(|source| ApplyError::Image {
+                    table: plan.source.display(),
+                    source,
+                })?;
         }
         Message::Truncate(t) => {
             // Rows of other tables before the TRUNCATE must land first.

@@ -299,6 +299,11 @@ async fn plan_jobs(
 ) -> Result<u32, SnapshotError> {
     let (blocks, estimate, filenode) = table_size(pg, plan.source.oid).await?;
     progress.rows_estimated.store(estimate, Ordering::Relaxed);
+    crate::metrics::global().snapshot_progress(
+        &plan.dest,
+        progress.rows_copied.load(Ordering::Relaxed),
+        estimate,
+    );
     let ranges = partition(blocks, opts.partition_blocks, version);
     progress
         .partitions_total
@@ -651,9 +656,19 @@ async fn copy_job(
     if let Ok(mut c) = clamps.lock() {
         c.merge(&local);
     }
-    job.progress
+    let copied = job
+        .progress
         .rows_copied
-        .fetch_add(stats.rows, Ordering::Relaxed);
+        .fetch_add(stats.rows, Ordering::Relaxed)
+        + stats.rows;
+    let metrics = crate::metrics::global();
+    metrics.rows(&job.plan.dest, crate::metrics::Op::Snapshot, stats.rows);
+    metrics.insert_done(&job.plan.dest, stats.rows, stats.bytes, started.elapsed());
+    metrics.snapshot_progress(
+        &job.plan.dest,
+        copied,
+        job.progress.rows_estimated.load(Ordering::Relaxed),
+    );
     let secs = started.elapsed().as_secs_f64().max(1e-6);
     tracing::info!(
         table = %job.plan.source.display(),
