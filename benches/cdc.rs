@@ -8,15 +8,16 @@
 //! `pgch run` (mode `snapshot_and_cdc`) with its configuration in `PGCH__…` variables.
 //!
 //! **(a) Catch-up**, `RUNS` rounds. Each round: `pgch run` with a fresh slot and a fresh
-//! ClickHouse database, until it logs "streaming changes" (the slot exists, the
-//! snapshot landed), then SIGTERM; a second slot for `pg_recvlogical`; then the
+//! ClickHouse database, until it logs "streaming changes" and "initial copy complete"
+//! (the slot exists, the copy landed), then SIGTERM; a second slot for `pg_recvlogical`; then the
 //! backlog: 1,000,000 single-row UPDATEs (scaled), 1,000 per transaction, the last one
 //! setting a marker. Then both drain it, in alternating order:
 //!
 //! - `pg_recvlogical --start -P pgoutput --endpos <end of backlog> -f /dev/null`, with
 //!   the options pgch sends (`proto_version` as pgch picks it, `messages`): spawn to exit;
-//! - `pgch run`: spawn until the marker row is visible in ClickHouse (polled by key
-//!   every 20 ms), then SIGTERM. Afterwards `FINAL` must equal the table.
+//! - `pgch run`: spawn until the marker row, carried by the stream (`_version > 0`), is
+//!   visible in ClickHouse (polled by key every 20 ms), then SIGTERM. Afterwards
+//!   `FINAL` must equal the table.
 //!
 //! Reported per drain: wall time, changes/s, client CPU (`wait4`), peak RSS (pgch:
 //! VmHWM just before SIGTERM, and `ru_maxrss`), the walsender's CPU, the front's CPU,

@@ -23,6 +23,8 @@ const POLL_EVERY: Duration = Duration::from_millis(20);
 const PRIME_TIMEOUT: Duration = Duration::from_secs(600);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(900);
 const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+/// pgch's line once the initial copy has landed (it streams meanwhile).
+pub const COPY_DONE: &str = "initial copy complete";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tool {
@@ -172,7 +174,8 @@ fn run_round(b: &Bench, round: usize, updates: u64, drains: &mut Vec<Drain>) -> 
         b.pgch_run(&slot, &database),
         &b.log_path(&format!("r{round}_first")),
     )?;
-    let primed = first.wait_for_log("streaming changes", PRIME_TIMEOUT)?;
+    first.wait_for_log("streaming changes", PRIME_TIMEOUT)?;
+    let primed = first.wait_for_log(COPY_DONE, PRIME_TIMEOUT)?;
     first.terminate();
     first.wait(STOP_TIMEOUT, || {})?;
     b.sql(&format!(
@@ -337,7 +340,8 @@ struct Target<'a> {
 fn drain_pgch(b: &Bench, round: usize, t: &Target<'_>) -> BenchResult<Drain> {
     let (slot, database) = (t.slot, t.database);
     let query = format!(
-        "SELECT count() FROM `{database}`.`public_orders` WHERE id = {} AND status = '{}'",
+        "SELECT count() FROM `{database}`.`public_orders` WHERE id = {} AND status = '{}' \
+         AND _version > 0",
         t.marker_key, t.marker
     );
     // Whether the slot's walsender has sent the whole backlog.

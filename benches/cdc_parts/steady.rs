@@ -87,7 +87,8 @@ pub fn run(b: &Bench) -> BenchResult<Summary> {
         b.pgch_run(slot, database),
         &b.log_path("steady_pgch"),
     )?;
-    let ready = pgch.wait_for_log("streaming changes", START_TIMEOUT)?;
+    pgch.wait_for_log("streaming changes", START_TIMEOUT)?;
+    let ready = pgch.wait_for_log(crate::catchup::COPY_DONE, START_TIMEOUT)?;
     let cpu_before = pgch.cpu().unwrap_or_default();
     let script = b.logs.join("steady.pgbench");
     std::fs::write(&script, pgbench_script(b.rows))
