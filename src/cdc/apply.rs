@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::toast;
 use crate::checkpoint::{CommitTicket, Ledger};
 use crate::config::{DestinationSettings, PipelineSettings};
 use crate::error::{self, Class};
 use crate::lsn::Lsn;
 use crate::metrics::{health, Op};
-use crate::pipeline::batch::{Cell, ImageError, TableBatch};
+use crate::pipeline::batch::{ImageError, TableBatch};
 use crate::pipeline::flush::FlushPolicy;
 use crate::sink::client::{self as ch_client, SinkError};
 use crate::sink::ddl::SYSTEM_COLUMNS;
@@ -27,7 +28,6 @@ use crate::sink::writer::RowBinaryInsert;
 use crate::snapshot::control::CopyControl;
 use crate::snapshot::copy::copy_query_prefix;
 use crate::snapshot::plan::TablePlan;
-use crate::source::catalog::quote_ident;
 use crate::source::pgoutput::{Oid, Relation};
 
 /// Why applying failed for good.
@@ -288,49 +288,60 @@ impl Applier {
     ) -> Result<Lsn, ApplyError> {
         let open = self.ledger.in_transaction();
         let now = Instant::now();
+        let mut encoded = Vec::new();
+        let mut carried = Vec::new();
         for i in 0..self.lanes.len() {
             if self.lanes[i].batch.is_empty() {
                 continue;
             }
             // Rows of the open transaction whose TOAST value Postgres cannot show yet
             // wait for its commit; the rest is written now.
-            let carried = if open {
+            if open {
                 let from = self.open_from[i];
-                self.lanes[i].batch.take_unresolved_from(from, now)
-            } else {
-                Vec::new()
-            };
-            resolve_toast(pg, &mut self.lanes[i]).await?;
-            let mut backoff = Duration::from_millis(200);
-            loop {
-                if self.lanes[i].batch.is_empty() {
-                    break;
-                }
-                match self.write_lane(i, ch, dest).await {
-                    Ok(()) => {
-                        health::set_stalled(CLICKHOUSE, false);
-                        break;
-                    }
-                    Err(ApplyError::Sink(e)) if error::clickhouse(&e).is_retry() => {
-                        tracing::warn!(table = %self.lanes[i].plan.dest, error = %e, retry_in_ms = backoff.as_millis() as u64, "insert failed; retrying");
-                        let metrics = crate::metrics::global();
-                        metrics.retry("clickhouse_insert");
-                        health::set_stalled(CLICKHOUSE, true);
-                        // Still alive: waiting for ClickHouse is this task's job now.
-                        health::heartbeat("stream");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(INSERT_RETRY_MAX);
-                    }
-                    Err(e) => {
-                        crate::metrics::global().error("clickhouse_insert");
-                        return Err(e);
-                    }
+                carried.push((i, self.lanes[i].batch.take_unresolved_from(from, now)));
+            }
+            let lane = &mut self.lanes[i];
+            toast::resolve(pg, &lane.plan, &mut lane.batch).await?;
+            if lane.batch.is_empty() {
+                continue;
+            }
+            self.inserts += 1;
+            encoded.push(encode_lane(lane, i, self.inserts)?);
+        }
+        // The tables' inserts run concurrently; each retries on its own. Rows stay in
+        // their batches until every insert has returned.
+        let results = futures_util::future::join_all(
+            encoded
+                .iter()
+                .map(|e| insert_with_retry(ch, dest, &self.lanes[e.lane].plan, e)),
+        )
+        .await;
+        for result in results {
+            result?;
+        }
+        let metrics = crate::metrics::global();
+        for e in &encoded {
+            let lane = &mut self.lanes[e.lane];
+            let ops = [Op::Insert, Op::Update, Op::Delete];
+            for (n, op) in lane.received.iter().zip(ops) {
+                if *n > 0 {
+                    metrics.rows(&lane.plan.dest, op, *n);
                 }
             }
-            self.lanes[i].batch.clear();
-            self.lanes[i].batch.requeue(carried, now);
-            self.open_from[i] = 0;
+            lane.received = [0; 3];
+            let clamped = e.clamps.total();
+            if clamped > 0 {
+                metrics.clamped(&lane.plan.dest, clamped);
+            }
+            self.clamps.merge(&e.clamps);
         }
+        for lane in &mut self.lanes {
+            lane.batch.clear();
+        }
+        for (i, rows) in carried {
+            self.lanes[i].batch.requeue(rows, now);
+        }
+        self.open_from.iter_mut().for_each(|f| *f = 0);
         if !self.pending.is_empty() {
             crate::failpoint::hit(crate::failpoint::AFTER_INSERT_BEFORE_ACK);
         }
@@ -338,61 +349,89 @@ impl Applier {
             self.ledger.mark_durable(t);
         }
         if let Some(time) = self.pending_commit_time.take() {
-            crate::metrics::global().applied_commit(time);
+            metrics.applied_commit(time);
         }
         Ok(self.ledger.safe_lsn())
     }
+}
 
-    async fn write_lane(
-        &mut self,
-        i: usize,
-        ch: &clickhouse::Client,
-        dest: &DestinationSettings,
-    ) -> Result<(), ApplyError> {
-        let lane = &self.lanes[i];
-        let codecs: Vec<&Codec> = lane.plan.mappings.iter().map(|m| &m.codec).collect();
-        let mut buf = BytesMut::new();
-        let mut clamps = ClampCounts::default();
-        lane.batch
-            .encode(&codecs, &mut buf, &mut clamps)
-            .map_err(|source| ApplyError::Image {
-                table: lane.plan.source.display(),
-                source,
-            })?;
-        let mut columns: Vec<String> = lane.plan.columns.iter().map(|c| c.name.clone()).collect();
-        columns.extend(SYSTEM_COLUMNS.iter().take(2).map(|(n, _)| n.to_string()));
-        self.inserts += 1;
-        let query_id = format!(
-            "pgch-cdc-{}-{}-{}",
+/// One table's rows, encoded and ready to insert.
+struct Encoded {
+    lane: usize,
+    rows: u64,
+    body: Bytes,
+    columns: Vec<String>,
+    query_id: String,
+    clamps: ClampCounts,
+}
+
+fn encode_lane(lane: &Lane, index: usize, serial: u64) -> Result<Encoded, ApplyError> {
+    let codecs: Vec<&Codec> = lane.plan.mappings.iter().map(|m| &m.codec).collect();
+    let mut buf = BytesMut::new();
+    let mut clamps = ClampCounts::default();
+    lane.batch
+        .encode(&codecs, &mut buf, &mut clamps)
+        .map_err(|source| ApplyError::Image {
+            table: lane.plan.source.display(),
+            source,
+        })?;
+    let mut columns: Vec<String> = lane.plan.columns.iter().map(|c| c.name.clone()).collect();
+    columns.extend(SYSTEM_COLUMNS.iter().take(2).map(|(n, _)| n.to_string()));
+    Ok(Encoded {
+        lane: index,
+        rows: lane.batch.len() as u64,
+        body: buf.freeze(),
+        columns,
+        query_id: format!(
+            "pgch-cdc-{}-{}-{serial}",
             lane.plan.dest,
-            std::process::id(),
-            self.inserts
-        );
+            std::process::id()
+        ),
+        clamps,
+    })
+}
+
+/// Inserts one table's rows, retrying transient failures with backoff: the same rows
+/// again (they are versioned, so a repeat converges), never a part of them.
+async fn insert_with_retry(
+    ch: &clickhouse::Client,
+    dest: &DestinationSettings,
+    plan: &TablePlan,
+    e: &Encoded,
+) -> Result<(), ApplyError> {
+    let metrics = crate::metrics::global();
+    let mut backoff = Duration::from_millis(200);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
         let started = Instant::now();
-        let mut insert = RowBinaryInsert::start(ch, dest, &lane.plan.dest, &columns, query_id);
-        insert.buffer().extend_from_slice(&buf);
-        insert.row_done().await?;
-        insert.finish().await?;
-        let metrics = crate::metrics::global();
-        let ops = [Op::Insert, Op::Update, Op::Delete];
-        for (n, op) in lane.received.iter().zip(ops) {
-            if *n > 0 {
-                metrics.rows(&lane.plan.dest, op, *n);
+        let query_id = format!("{}-{attempt}", e.query_id);
+        let mut insert = RowBinaryInsert::start(ch, dest, &plan.dest, &e.columns, query_id);
+        insert.buffer().extend_from_slice(&e.body);
+        let result = match insert.row_done().await {
+            Ok(()) => insert.finish().await.map(|_| ()),
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(()) => {
+                health::set_stalled(CLICKHOUSE, false);
+                metrics.insert_done(&plan.dest, e.rows, e.body.len() as u64, started.elapsed());
+                return Ok(());
+            }
+            Err(err) if error::clickhouse(&err).is_retry() => {
+                tracing::warn!(table = %plan.dest, error = %err, retry_in_ms = backoff.as_millis() as u64, "insert failed; retrying");
+                metrics.retry("clickhouse_insert");
+                health::set_stalled(CLICKHOUSE, true);
+                // Still alive: waiting for ClickHouse is this task's job now.
+                health::heartbeat("stream");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(INSERT_RETRY_MAX);
+            }
+            Err(err) => {
+                metrics.error("clickhouse_insert");
+                return Err(err.into());
             }
         }
-        metrics.insert_done(
-            &lane.plan.dest,
-            lane.batch.len() as u64,
-            buf.len() as u64,
-            started.elapsed(),
-        );
-        let clamped = clamps.total();
-        if clamped > 0 {
-            metrics.clamped(&lane.plan.dest, clamped);
-        }
-        self.clamps.merge(&clamps);
-        self.lanes[i].received = [0; 3];
-        Ok(())
     }
 }
 
@@ -426,70 +465,4 @@ async fn wait_for_copy_inserts(ch: &clickhouse::Client, dest: &DestinationSettin
         table,
         "a copy insert still runs in ClickHouse after 60 s; truncating anyway"
     );
-}
-
-/// Reads unchanged TOAST values the batch could not supply, by key, from Postgres
-/// (DESIGN.md rule 6). A row gone by now is superseded by its later delete, so its cell
-/// becomes a placeholder harmlessly; read committed sees every commit the stream has
-/// delivered (with synchronous replication the stream can run ahead: not handled yet).
-async fn resolve_toast(pg: &tokio_postgres::Client, lane: &mut Lane) -> Result<(), ApplyError> {
-    let missing = lane.batch.unresolved();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let plan = &lane.plan;
-    let key_cols: Vec<usize> = plan
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.is_key())
-        .map(|(i, _)| i)
-        .collect();
-    for (row, column, key) in missing {
-        let col = &plan.columns[column];
-        let conditions: Vec<String> = key_cols
-            .iter()
-            .enumerate()
-            .map(|(n, &k)| {
-                let kc = &plan.columns[k];
-                format!(
-                    "{} = ${}::text::{}",
-                    quote_ident(&kc.name),
-                    n + 1,
-                    kc.type_name
-                )
-            })
-            .collect();
-        let sql = format!(
-            "SELECT CASE WHEN {c}::text IS NULL THEN NULL ELSE format('%s', {c}) END FROM {t} WHERE {w}",
-            c = quote_ident(&col.name),
-            t = plan.source.qualified(),
-            w = conditions.join(" AND ")
-        );
-        let params: Vec<String> = key
-            .iter()
-            .map(|k| {
-                k.as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default()
-            })
-            .collect();
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-            .iter()
-            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
-        let found = pg
-            .query_opt(&sql, &refs)
-            .await
-            .map_err(|source| ApplyError::Toast {
-                table: plan.source.display(),
-                source,
-            })?;
-        let cell = match found.and_then(|r| r.get::<_, Option<String>>(0)) {
-            Some(text) => Cell::Text(Bytes::from(text)),
-            None => Cell::Placeholder,
-        };
-        lane.batch.resolve(row, column, cell);
-    }
-    Ok(())
 }

@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod slot;
+pub mod toast;
 
 use std::future::Future;
 use std::sync::Arc;

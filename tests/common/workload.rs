@@ -64,7 +64,11 @@ pub struct Workload {
     next_full: u64,
     next_idx: u64,
     next_toast: u64,
+    /// Suffixes and region names used so far (any statement may take the next one).
     moves: u64,
+    /// Key moves of `w_comp` and of `w_toast`, each by a fresh offset.
+    comp_moves: u64,
+    toast_moves: u64,
 }
 
 impl Workload {
@@ -77,6 +81,8 @@ impl Workload {
             next_idx: 1001,
             next_toast: 61,
             moves: 0,
+            comp_moves: 0,
+            toast_moves: 0,
         }
     }
 
@@ -126,8 +132,10 @@ impl Workload {
                 format!("UPDATE public.w_comp SET region = 'moved{}' WHERE id % {m} = {r} AND region NOT LIKE 'moved%';", self.moves)
             }
             4 => {
-                self.moves += 1;
-                format!("UPDATE public.w_comp SET id = id + {} WHERE id % {} = {r} AND id < 10000000;", self.moves * 10_000_000, m + 40)
+                // New ids stay below 1,000,000; each move adds a fresh multiple of it,
+                // so moved keys never collide (and stay within int).
+                self.comp_moves += 1;
+                format!("UPDATE public.w_comp SET id = id + {} WHERE id % {} = {r} AND id < 1000000;", self.comp_moves * 1_000_000, m + 40)
             }
             5 => format!("DELETE FROM public.w_comp WHERE id % {} = {r};", m + 60),
             6 => {
@@ -161,11 +169,11 @@ impl Workload {
                     self.next_toast += 1;
                     format!("INSERT INTO public.w_toast SELECT {id}, 0, (SELECT string_agg(md5(x::text || '{id}'), '') FROM generate_series(1, 128) x);")
                 } else {
-                    self.moves += 1;
+                    self.toast_moves += 1;
                     format!(
                         "DELETE FROM public.w_toast WHERE id = {}; UPDATE public.w_toast SET id = id + {} WHERE id % 17 = {} AND id < 100000;",
                         self.rng.range(1, self.next_toast),
-                        self.moves * 100_000,
+                        self.toast_moves * 100_000,
                         r % 17
                     )
                 }
