@@ -9,8 +9,9 @@
 /// Between every insert of a flush having returned and the acknowledgement of its commits.
 pub const AFTER_INSERT_BEFORE_ACK: &str = "after_insert_before_ack";
 
-/// Before a copy partition starts: `PGCH_FAILPOINT_HOLD=before_copy=<file>` holds every
-/// copy while `<file>` exists, so a test can act while the snapshot has not landed.
+/// After a copy partition took its snapshot, before it reads a row:
+/// `PGCH_FAILPOINT_HOLD=before_copy=<file>` holds every copy there while `<file>`
+/// exists, so a test can act while the snapshot has not landed.
 pub const BEFORE_COPY: &str = "before_copy";
 
 /// Waits here while the hold file named for `name` exists.

@@ -591,7 +591,6 @@ async fn copy_job(
     clamps: &Mutex<ClampCounts>,
     gate: &TableGate,
 ) -> Result<bool, SnapshotError> {
-    crate::failpoint::hold(crate::failpoint::BEFORE_COPY).await;
     if gate.is_cancelled() {
         return Ok(false);
     }
@@ -622,6 +621,8 @@ async fn copy_job(
         tx.rollback().await.map_err(SnapshotError::Catalog)?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // Tests hold the copy here: its snapshot is taken, no row read yet.
+    crate::failpoint::hold(crate::failpoint::BEFORE_COPY).await;
     let ch = ch_client::client(&settings.destination, false);
     let query_id = format!(
         "{}{}-{}",

@@ -1,0 +1,179 @@
+//! The source changes shape under a running pgch (DESIGN.md rules 3, 8 and 9): TRUNCATE
+//! during the table's snapshot and mid-stream, and tables joining the publication —
+//! also while a transaction that wrote to them is still open.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::process::PgchProcess;
+use common::{guide_env, guide_source, PublicationShape};
+use pgch::testkit::clickhouse::ClickHouse;
+use pgch::testkit::postgres::PgCluster;
+use pgch::testkit::unique_name;
+
+fn env_value(env: &[(String, String)], key: &str) -> String {
+    env.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+fn log_path(prefix: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{}.log", unique_name(prefix)))
+}
+
+fn slot_active(pg: &PgCluster, db: &str, slot: &str) -> bool {
+    pg.sql(
+        db,
+        &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+    )
+    .map(|s| s.trim() == "t")
+    .unwrap_or(false)
+}
+
+/// Waits until the Postgres query and the ClickHouse query print the same rows.
+async fn wait_same(
+    pg: &PgCluster,
+    db: &str,
+    pg_sql: &str,
+    ch_sql: &str,
+    limit: Duration,
+    log: &PathBuf,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let p = pg
+            .sql(db, pg_sql)
+            .unwrap_or_default()
+            .trim()
+            .replace('|', "\t");
+        let c = ClickHouse::shared()
+            .query(ch_sql)
+            .await
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        if p == c {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "not equal after {limit:?}\npostgres:   {p}\nclickhouse: {c}\n--- pgch log ---\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_during_the_snapshot_and_mid_stream_resurrects_nothing() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        "INSERT INTO public.orders SELECT g, g, g FROM generate_series(1, 5000) g;",
+    )
+    .unwrap();
+    let env = guide_env(pg, &src, &[]);
+    let (slot, db) = (
+        env_value(&env, "PGCH__SOURCE__SLOT"),
+        env_value(&env, "PGCH__DESTINATION__DATABASE"),
+    );
+    // The copy takes its snapshot (5,000 rows) and is held there.
+    let hold = std::env::temp_dir().join(unique_name("hold-copy"));
+    std::fs::write(&hold, b"hold").unwrap();
+    let hold_spec = format!("{}={}", pgch::failpoint::BEFORE_COPY, hold.display());
+    let log = log_path("pgch-truncate");
+    let pgch = PgchProcess::run(
+        &env,
+        &[("PGCH_FAILPOINT_HOLD", hold_spec.as_str())],
+        log.clone(),
+    );
+    wait_until(Duration::from_secs(60), "pgch streams", || {
+        slot_active(pg, &src.database, &slot)
+    })
+    .await;
+    wait_until(Duration::from_secs(60), "the copies hold their snapshots", || {
+        pg.sql(
+            &src.database,
+            "SELECT count(*) >= 2 FROM pg_stat_activity WHERE backend_xmin IS NOT NULL AND state = 'idle in transaction'",
+        )
+        .map(|s| s.trim() == "t")
+        .unwrap_or(false)
+    })
+    .await;
+
+    pg.sql(
+        &src.database,
+        "TRUNCATE public.orders; INSERT INTO public.orders SELECT g, g, 7 FROM generate_series(1, 10) g;",
+    )
+    .unwrap();
+    let pg_sql =
+        "SELECT count(*), coalesce(sum(id), 0), coalesce(sum(total), 0) FROM public.orders";
+    let ch_sql = format!(
+        "SELECT count(), sum(id), toDecimalString(sum(total), 2) FROM `{db}`.`public_orders` FINAL WHERE _is_deleted = 0"
+    );
+    wait_same(
+        pg,
+        &src.database,
+        pg_sql,
+        &ch_sql,
+        Duration::from_secs(60),
+        &log,
+    )
+    .await;
+    // The held copy saw 5,000 rows; released now, it must not land them.
+    std::fs::remove_file(&hold).unwrap();
+    wait_until(Duration::from_secs(60), "the copy is cancelled", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("copy cancelled by a TRUNCATE")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_same(
+        pg,
+        &src.database,
+        pg_sql,
+        &ch_sql,
+        Duration::from_secs(60),
+        &log,
+    )
+    .await;
+    let all = ClickHouse::shared()
+        .query(&format!("SELECT count() FROM `{db}`.`public_orders`"))
+        .await
+        .unwrap();
+    assert_eq!(all.trim(), "10", "no pre-TRUNCATE row was written after it");
+
+    // Mid-stream, after the snapshot: the same barrier.
+    pg.sql(
+        &src.database,
+        "INSERT INTO public.orders SELECT g, g, 1 FROM generate_series(100, 200) g;
+         TRUNCATE public.orders;
+         INSERT INTO public.orders VALUES (1, 1, 99);",
+    )
+    .unwrap();
+    wait_same(
+        pg,
+        &src.database,
+        pg_sql,
+        &ch_sql,
+        Duration::from_secs(60),
+        &log,
+    )
+    .await;
+    let status = pgch.terminate(Duration::from_secs(60));
+    assert!(status.success(), "{status:?}");
+}
