@@ -1,5 +1,6 @@
-//! The command line: `pgch check`, `pgch run`, `pgch tail`. Parsing and dispatch live
-//! here so tests can run a command in-process and read its exit code and output.
+//! The command line: `pgch check`, `pgch run`, `pgch resync`, `pgch tail`. Parsing and
+//! dispatch live here so tests can run a command in-process and read its exit code and
+//! output.
 
 use std::path::PathBuf;
 
@@ -54,6 +55,14 @@ pub enum Command {
     },
     /// Run the pipeline: snapshot, then stream changes.
     Run,
+    /// Copy tables again into shadow tables and swap them in atomically; without --table,
+    /// from a new slot (after a lost or invalidated slot, or a failover). Run it while
+    /// `pgch run` is stopped; if interrupted, run it again.
+    Resync {
+        /// Re-copy only this published table (schema.table), keeping the slot; repeatable.
+        #[arg(long = "table", value_name = "SCHEMA.TABLE")]
+        tables: Vec<String>,
+    },
     /// Print the changes a slot carries, one JSON line each (never confirms progress).
     Tail {
         /// Read this existing slot without ever confirming progress on it.
@@ -100,6 +109,7 @@ pub async fn execute(cli: Cli) -> i32 {
             }
         }
         Command::Run => run(cli.config.as_deref()).await,
+        Command::Resync { tables } => resync(cli.config.as_deref(), &tables).await,
         Command::Tail {
             slot,
             temporary,
@@ -230,6 +240,37 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!("shutdown requested: flushing and acknowledging");
+}
+
+async fn resync(config: Option<&std::path::Path>, tables: &[String]) -> i32 {
+    let settings = match Config::load(config).and_then(|c| c.validate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pgch: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let started = std::time::Instant::now();
+    match crate::resync::run(&settings, tables).await {
+        Ok(report) => {
+            let rows: u64 = report.tables.iter().map(|t| t.rows).sum();
+            let secs = started.elapsed().as_secs_f64().max(1e-6);
+            tracing::info!(
+                tables = report.tables.len(),
+                already_done = report.already_done,
+                rows,
+                seconds = %format!("{secs:.1}"),
+                rows_per_sec = %format!("{:.0}", rows as f64 / secs),
+                new_slot = report.new_slot.is_some(),
+                "resync complete: start `pgch run` to stream from the slot"
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("pgch resync: {e}");
+            EXIT_FAILURE
+        }
+    }
 }
 
 async fn tail(config: Option<&std::path::Path>, args: &TailArgs) -> i32 {

@@ -11,6 +11,7 @@ pub mod failpoint;
 pub mod lsn;
 pub mod metrics;
 pub mod pipeline;
+pub mod resync;
 pub mod sink;
 pub mod snapshot;
 pub mod source;

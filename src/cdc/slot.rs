@@ -3,13 +3,20 @@
 //! point and the xmax of a snapshot taken right after the slot existed. Later starts
 //! must find the same system and the slot; anything else is a fatal "resync required",
 //! never a silent new slot. A slot of that name with no state is refused.
+//!
+//! `pgch resync` ([`crate::resync`]) is the one place a recorded slot is replaced: it
+//! uses the same [`SourceSession::create_and_record`] as a first start, so a resynced
+//! pipeline is indistinguishable from a fresh one. While a resync is unfinished,
+//! [`ensure_slot`] refuses to start.
+
+use std::collections::BTreeMap;
 
 use crate::config::Settings;
 use crate::lsn::Lsn;
 use crate::sink::client::SinkError;
 use crate::sink::state::{keys, StateStore};
 use crate::source::connect;
-use crate::source::walsender::{SlotSnapshot, Walsender, WalsenderError};
+use crate::source::walsender::{SlotSnapshot, SystemInfo, Walsender, WalsenderError};
 
 /// What the stream and the snapshot need to know about the slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,12 +36,134 @@ pub enum SlotError {
     ResyncRequired(String),
     #[error("replication slot \"{0}\" exists, but no pgch state in ClickHouse belongs to it: drop it (SELECT pg_drop_replication_slot('{0}');) or choose another source.slot")]
     ForeignSlot(String),
+    #[error("a resync is unfinished: run `pgch resync` again (it resumes; `pgch run` starts once it has completed)")]
+    ResyncUnfinished,
+    #[error("replication slot \"{slot}\" is in use by process {pid}: stop `pgch run` (or whatever reads the slot) before `pgch resync`")]
+    InUse { slot: String, pid: i32 },
     #[error(transparent)]
     Walsender(#[from] WalsenderError),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("cannot read the slot: {0}")]
     Postgres(String),
+}
+
+/// The slot as `pg_replication_slots` shows it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotRow {
+    /// `wal_status` (Postgres 13+), e.g. `reserved` or `lost`.
+    pub wal_status: Option<String>,
+    /// The process streaming from it, if any.
+    pub active_pid: Option<i32>,
+}
+
+impl SlotRow {
+    /// Whether Postgres removed WAL the slot still needed (`max_slot_wal_keep_size`).
+    pub fn is_lost(&self) -> bool {
+        self.wal_status.as_deref() == Some("lost")
+    }
+}
+
+/// A walsender session and an ordinary connection to the source, with what
+/// `IDENTIFY_SYSTEM` said: everything needed to inspect, drop and create the slot.
+pub struct SourceSession {
+    walsender: Walsender,
+    pg: tokio_postgres::Client,
+    pub system: SystemInfo,
+}
+
+impl SourceSession {
+    /// Connects both sessions and identifies the system.
+    pub async fn open(settings: &Settings) -> Result<SourceSession, SlotError> {
+        let mut walsender = Walsender::connect(&settings.source.endpoint).await?;
+        let system = walsender.identify_system().await?;
+        let pg = connect::connect(&settings.source.endpoint)
+            .await
+            .map_err(|e| SlotError::Postgres(e.message))?;
+        Ok(SourceSession {
+            walsender,
+            pg,
+            system,
+        })
+    }
+
+    /// The slot named `slot`, if it exists.
+    pub async fn slot_row(&mut self, slot: &str) -> Result<Option<SlotRow>, SlotError> {
+        let status_column = if self.walsender.server_version >= 130000 {
+            "wal_status::text"
+        } else {
+            "NULL::text"
+        };
+        let row = self
+            .pg
+            .query_opt(
+                &format!(
+                    "SELECT {status_column}, active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1"
+                ),
+                &[&slot],
+            )
+            .await
+            .map_err(|e| SlotError::Postgres(e.to_string()))?;
+        Ok(row.map(|r| SlotRow {
+            wal_status: r.get(0),
+            active_pid: r.get(1),
+        }))
+    }
+
+    /// Drops the slot (it must not be in use).
+    pub async fn drop_slot(&mut self, slot: &str) -> Result<(), SlotError> {
+        self.walsender.drop_slot(slot, false).await?;
+        Ok(())
+    }
+
+    /// Creates the slot and records its identity, exactly as a first start does: the
+    /// `slot_creating` mark first, then the slot, then consistent point, xmax and last
+    /// the `system_identifier`, which makes the slot this pipeline's for good (rule 1).
+    pub async fn create_and_record(
+        mut self,
+        slot: &str,
+        state: &StateStore<'_>,
+    ) -> Result<SlotIdentity, SlotError> {
+        let system_id = self.system.system_id.clone();
+        state.put(keys::SLOT_CREATING, &system_id).await?;
+        let created = self
+            .walsender
+            .create_slot(slot, false, SlotSnapshot::NoExport)
+            .await?;
+        self.walsender.close().await;
+        // Every transaction that committed before the slot's consistent point has an
+        // xid below this xmax; a snapshot with xmin >= it sees them all.
+        let xmax: i64 = self
+            .pg
+            .query_one(
+                "SELECT txid_snapshot_xmax(txid_current_snapshot())::int8",
+                &[],
+            )
+            .await
+            .map_err(|e| SlotError::Postgres(e.to_string()))?
+            .get(0);
+        state
+            .put(
+                keys::CONSISTENT_POINT,
+                &created.consistent_point.to_string(),
+            )
+            .await?;
+        state.put(keys::SNAPSHOT_XMAX, &xmax.to_string()).await?;
+        // Last: with it the slot is ours for good (rule 1).
+        state.put(keys::SYSTEM_IDENTIFIER, &system_id).await?;
+        tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "replication slot created");
+        Ok(SlotIdentity {
+            system_id,
+            consistent_point: created.consistent_point,
+            snapshot_xmax: xmax.max(0) as u64,
+            created: true,
+        })
+    }
+
+    /// Ends both sessions.
+    pub async fn close(self) {
+        self.walsender.close().await;
+    }
 }
 
 /// Creates the slot on first start, or checks that the recorded one is still there.
@@ -44,101 +173,131 @@ pub async fn ensure_slot(
 ) -> Result<SlotIdentity, SlotError> {
     let slot = &settings.source.slot;
     let recorded = state.load().await?;
-    let mut walsender = Walsender::connect(&settings.source.endpoint).await?;
-    let system = walsender.identify_system().await?;
-    let pg = connect::connect(&settings.source.endpoint)
-        .await
-        .map_err(|e| SlotError::Postgres(e.message))?;
-    let status_column = if walsender.server_version >= 130000 {
-        "wal_status::text"
-    } else {
-        "NULL::text"
-    };
-    let existing = pg
-        .query_opt(
-            &format!(
-                "SELECT {status_column} FROM pg_catalog.pg_replication_slots WHERE slot_name = $1"
-            ),
-            &[slot],
-        )
-        .await
-        .map_err(|e| SlotError::Postgres(e.to_string()))?;
-    match recorded.get(keys::SYSTEM_IDENTIFIER) {
-        Some(recorded_system) => {
-            if *recorded_system != system.system_id {
-                return Err(SlotError::ResyncRequired(format!(
-                    "the source is a different Postgres system ({} now, {} when the slot was made: a restore or failover)",
-                    system.system_id, recorded_system
-                )));
-            }
-            let Some(row) = existing else {
-                return Err(SlotError::ResyncRequired(format!(
-                    "the replication slot \"{slot}\" is gone, and with it the changes since pgch last ran"
-                )));
-            };
-            if row.get::<_, Option<String>>(0).as_deref() == Some("lost") {
-                return Err(SlotError::ResyncRequired(format!(
-                    "the replication slot \"{slot}\" was invalidated (wal_status = lost, max_slot_wal_keep_size exceeded)"
-                )));
-            }
-            walsender.close().await;
-            Ok(SlotIdentity {
-                system_id: system.system_id,
-                consistent_point: parse_lsn(recorded.get(keys::CONSISTENT_POINT)),
-                snapshot_xmax: recorded
-                    .get(keys::SNAPSHOT_XMAX)
-                    .and_then(|x| x.parse().ok())
-                    .unwrap_or(0),
-                created: false,
-            })
-        }
-        None => {
-            if existing.is_some() {
-                if recorded.get(keys::SLOT_CREATING) != Some(&system.system_id) {
-                    return Err(SlotError::ForeignSlot(slot.clone()));
-                }
-                // Our own slot, made by a start that died before recording it: nothing
-                // was copied or acknowledged from it yet, so it is made again.
-                tracing::warn!(slot = %slot, "dropping the slot a previous start created but did not record");
-                walsender.drop_slot(slot, true).await?;
-            }
-            state.put(keys::SLOT_CREATING, &system.system_id).await?;
-            let created = walsender
-                .create_slot(slot, false, SlotSnapshot::NoExport)
-                .await?;
-            walsender.close().await;
-            // Every transaction that committed before the slot's consistent point has an
-            // xid below this xmax; a snapshot with xmin >= it sees them all.
-            let xmax: i64 = pg
-                .query_one(
-                    "SELECT txid_snapshot_xmax(txid_current_snapshot())::int8",
-                    &[],
-                )
-                .await
-                .map_err(|e| SlotError::Postgres(e.to_string()))?
-                .get(0);
-            state
-                .put(
-                    keys::CONSISTENT_POINT,
-                    &created.consistent_point.to_string(),
-                )
-                .await?;
-            state.put(keys::SNAPSHOT_XMAX, &xmax.to_string()).await?;
-            // Last: with it the slot is ours for good (rule 1).
-            state
-                .put(keys::SYSTEM_IDENTIFIER, &system.system_id)
-                .await?;
-            tracing::info!(slot = %slot, consistent_point = %created.consistent_point, "replication slot created");
-            Ok(SlotIdentity {
-                system_id: system.system_id,
-                consistent_point: created.consistent_point,
-                snapshot_xmax: xmax.max(0) as u64,
-                created: true,
-            })
-        }
+    if recorded.contains_key(keys::RESYNC) {
+        return Err(SlotError::ResyncUnfinished);
     }
+    let mut session = SourceSession::open(settings).await?;
+    let existing = session.slot_row(slot).await?;
+    if recorded.contains_key(keys::SYSTEM_IDENTIFIER) {
+        let identity = verify_recorded(
+            &recorded,
+            &session.system.system_id,
+            slot,
+            existing.as_ref(),
+        );
+        session.close().await;
+        return identity;
+    }
+    if existing.is_some() {
+        if recorded.get(keys::SLOT_CREATING) != Some(&session.system.system_id) {
+            return Err(SlotError::ForeignSlot(slot.clone()));
+        }
+        // Our own slot, made by a start that died before recording it: nothing was
+        // copied or acknowledged from it yet, so it is made again.
+        tracing::warn!(slot = %slot, "dropping the slot a previous start created but did not record");
+        session.drop_slot(slot).await?;
+    }
+    session.create_and_record(slot, state).await
 }
 
-fn parse_lsn(text: Option<&String>) -> Lsn {
-    text.and_then(|t| t.parse().ok()).unwrap_or(Lsn::ZERO)
+/// The recorded identity, when the source still has the same system and a usable slot;
+/// otherwise "resync required" with what happened.
+pub fn verify_recorded(
+    recorded: &BTreeMap<String, String>,
+    system_id: &str,
+    slot: &str,
+    existing: Option<&SlotRow>,
+) -> Result<SlotIdentity, SlotError> {
+    if let Some(recorded_system) = recorded.get(keys::SYSTEM_IDENTIFIER) {
+        if recorded_system != system_id {
+            return Err(SlotError::ResyncRequired(format!(
+                "the source is a different Postgres system ({system_id} now, {recorded_system} when the slot was made: a restore or failover)"
+            )));
+        }
+    }
+    let Some(row) = existing else {
+        return Err(SlotError::ResyncRequired(format!(
+            "the replication slot \"{slot}\" is gone, and with it the changes since pgch last ran"
+        )));
+    };
+    if row.is_lost() {
+        return Err(SlotError::ResyncRequired(format!(
+            "the replication slot \"{slot}\" was invalidated (wal_status = lost, max_slot_wal_keep_size exceeded)"
+        )));
+    }
+    Ok(SlotIdentity {
+        system_id: system_id.to_string(),
+        consistent_point: recorded
+            .get(keys::CONSISTENT_POINT)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(Lsn::ZERO),
+        snapshot_xmax: recorded
+            .get(keys::SNAPSHOT_XMAX)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0),
+        created: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded() -> BTreeMap<String, String> {
+        [
+            (keys::SYSTEM_IDENTIFIER, "7000"),
+            (keys::CONSISTENT_POINT, "0/16B3748"),
+            (keys::SNAPSHOT_XMAX, "751"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn healthy() -> SlotRow {
+        SlotRow {
+            wal_status: Some("reserved".into()),
+            active_pid: None,
+        }
+    }
+
+    #[test]
+    fn the_recorded_slot_on_the_same_system_is_used() {
+        let id = verify_recorded(&recorded(), "7000", "s", Some(&healthy())).unwrap();
+        assert_eq!(id.snapshot_xmax, 751);
+        assert_eq!(id.consistent_point, "0/16B3748".parse().unwrap());
+        assert!(!id.created);
+    }
+
+    #[test]
+    fn a_missing_lost_or_foreign_system_slot_is_resync_required() {
+        let lost = SlotRow {
+            wal_status: Some("lost".into()),
+            active_pid: None,
+        };
+        for (system, row, words) in [
+            ("7000", None, "is gone"),
+            ("7000", Some(&lost), "invalidated"),
+            ("8000", Some(&healthy()), "different Postgres system"),
+        ] {
+            let err = verify_recorded(&recorded(), system, "s", row)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("resync required")
+                    && err.contains(words)
+                    && err.contains("pgch resync"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unfinished_resync_names_the_command_to_finish_it() {
+        let err = SlotError::ResyncUnfinished.to_string();
+        assert!(
+            err.contains("unfinished") && err.contains("pgch resync"),
+            "{err}"
+        );
+    }
 }

@@ -97,6 +97,38 @@ pub fn create_table_sql(database: &str, table: &TableSpec, cluster: Option<&str>
     )
 }
 
+/// `DROP TABLE IF EXISTS … SYNC`: `SYNC` so the table's data (and, on a cluster, its
+/// replication path) is gone before a table of the same name is created again.
+pub fn drop_table_sql(database: &str, table: &str, cluster: Option<&str>) -> String {
+    format!(
+        "DROP TABLE IF EXISTS {}.{}{} SYNC",
+        quote_ident(database),
+        quote_ident(table),
+        on_cluster(cluster)
+    )
+}
+
+/// `EXCHANGE TABLES a AND b`: swaps two tables atomically (Atomic databases).
+pub fn exchange_tables_sql(database: &str, a: &str, b: &str, cluster: Option<&str>) -> String {
+    format!(
+        "EXCHANGE TABLES {db}.{} AND {db}.{}{}",
+        quote_ident(a),
+        quote_ident(b),
+        on_cluster(cluster),
+        db = quote_ident(database)
+    )
+}
+
+/// `RENAME TABLE a TO b[, c TO d…]`, applied in order.
+pub fn rename_tables_sql(database: &str, pairs: &[(&str, &str)], cluster: Option<&str>) -> String {
+    let db = quote_ident(database);
+    let renames: Vec<String> = pairs
+        .iter()
+        .map(|(from, to)| format!("{db}.{} TO {db}.{}", quote_ident(from), quote_ident(to)))
+        .collect();
+    format!("RENAME TABLE {}{}", renames.join(", "), on_cluster(cluster))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +180,22 @@ mod tests {
         assert_eq!(
             create_database_sql("pgch", Some("main")),
             "CREATE DATABASE IF NOT EXISTS `pgch` ON CLUSTER `main`"
+        );
+    }
+
+    #[test]
+    fn shadow_swaps_are_exchange_or_ordered_renames() {
+        assert_eq!(
+            exchange_tables_sql("pgch", "t", "t__s", None),
+            "EXCHANGE TABLES `pgch`.`t` AND `pgch`.`t__s`"
+        );
+        assert_eq!(
+            rename_tables_sql("pgch", &[("t", "t_old"), ("t__s", "t")], Some("main")),
+            "RENAME TABLE `pgch`.`t` TO `pgch`.`t_old`, `pgch`.`t__s` TO `pgch`.`t` ON CLUSTER `main`"
+        );
+        assert_eq!(
+            drop_table_sql("pgch", "t__s", None),
+            "DROP TABLE IF EXISTS `pgch`.`t__s` SYNC"
         );
     }
 }

@@ -45,7 +45,31 @@ pub mod keys {
     pub fn table_owned(table: &str) -> String {
         format!("table/{table}")
     }
+
+    /// Prefix of every `copy/…` key of one table.
+    pub fn copy_prefix(table: &str) -> String {
+        format!("copy/{table}/")
+    }
+
+    /// Present while a `pgch resync` is unfinished: its scope, as JSON. `pgch run`
+    /// refuses to start while it exists (a half-done resync is not a consistent state).
+    pub const RESYNC: &str = "resync";
+    /// Written once an unfinished full resync has made and recorded its new slot: the
+    /// slot's consistent point. A rerun keeps that slot instead of making another.
+    pub const RESYNC_SLOT: &str = "resync/slot";
+
+    /// `resync/done/<table>`: the unfinished resync has already exchanged this table.
+    pub fn resync_done(table: &str) -> String {
+        format!("resync/done/{table}")
+    }
 }
+
+/// The value that marks a key as forgotten: [`StateStore::load`] leaves such keys out.
+/// No live key is ever written with an empty value.
+const TOMBSTONE: &str = "";
+
+/// Keys forgotten per insert.
+const FORGET_CHUNK: usize = 1000;
 
 /// Reads and writes the state of one slot.
 pub struct StateStore<'a> {
@@ -104,12 +128,47 @@ impl<'a> StateStore<'a> {
                 url: self.settings.url.clone(),
                 cause: format!("unreadable {STATE_TABLE} row: {e}"),
             })?;
-            out.insert(entry.key, entry.value);
+            if entry.value != TOMBSTONE {
+                out.insert(entry.key, entry.value);
+            }
         }
         Ok(out)
     }
 
-    /// Writes one key (durably: no async insert).
+    /// Forgets keys (one durable insert of tombstones: no mutation, so it works the
+    /// same on every server and cannot be half-applied).
+    pub async fn forget(&self, keys: &[String]) -> Result<(), SinkError> {
+        for chunk in keys.chunks(FORGET_CHUNK) {
+            // Bound, not spliced: the crate reads every `?` in the text as a placeholder.
+            let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO {}.{} (slot, key, value) VALUES {rows}",
+                quote_ident(&self.settings.database),
+                quote_ident(STATE_TABLE),
+            );
+            let mut query = self.client.query(&sql);
+            for key in chunk {
+                query = query.bind(&self.slot).bind(key).bind(TOMBSTONE);
+            }
+            query
+                .execute()
+                .await
+                .map_err(|e| client::describe(self.settings, &e))?;
+        }
+        Ok(())
+    }
+
+    /// Every key of this slot that starts with `prefix`.
+    pub async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        Ok(self
+            .load()
+            .await?
+            .into_keys()
+            .filter(|k| k.starts_with(prefix))
+            .collect())
+    }
+
+    /// Writes one key (durably: no async insert). An empty value reads as forgotten.
     pub async fn put(&self, key: &str, value: &str) -> Result<(), SinkError> {
         let sql = format!(
             "INSERT INTO {}.{} (slot, key, value) VALUES (?, ?, ?)",

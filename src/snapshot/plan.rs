@@ -19,6 +19,17 @@ pub struct TablePlan {
     pub spec: TableSpec,
 }
 
+impl TablePlan {
+    /// The same plan writing to another ClickHouse table (a resync's shadow): same
+    /// columns, types and key, so the two tables can be exchanged.
+    pub fn with_dest(&self, dest: &str) -> TablePlan {
+        let mut plan = self.clone();
+        plan.dest = dest.to_string();
+        plan.spec.name = dest.to_string();
+        plan
+    }
+}
+
 /// Why a table cannot be planned.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
