@@ -177,3 +177,72 @@ async fn truncate_during_the_snapshot_and_mid_stream_resurrects_nothing() {
     let status = pgch.terminate(Duration::from_secs(60));
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_added_while_a_transaction_that_wrote_to_it_is_open_loses_no_row() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        "CREATE TABLE public.late (id int PRIMARY KEY, v text);
+         INSERT INTO public.late SELECT g, 'before' FROM generate_series(1, 100) g;
+         CREATE TABLE public.quiet (id int PRIMARY KEY, v text);
+         INSERT INTO public.quiet SELECT g, 'never written again' FROM generate_series(1, 50) g;",
+    )
+    .unwrap();
+    let env = guide_env(pg, &src, &[]);
+    let (slot, db) = (
+        env_value(&env, "PGCH__SOURCE__SLOT"),
+        env_value(&env, "PGCH__DESTINATION__DATABASE"),
+    );
+    let log = log_path("pgch-join");
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    wait_until(Duration::from_secs(60), "pgch streams", || {
+        slot_active(pg, &src.database, &slot)
+    })
+    .await;
+
+    // A transaction writes to the table, the table joins, then the transaction commits.
+    let (open, conn) =
+        tokio_postgres::connect(&pg.superuser_url(&src.database), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    open.batch_execute(
+        "BEGIN; INSERT INTO public.late VALUES (1000, 'written before the join, committed after');",
+    )
+    .await
+    .unwrap();
+    pg.sql(
+        &src.database,
+        "ALTER PUBLICATION clickpipes ADD TABLE public.late, public.quiet;",
+    )
+    .unwrap();
+    open.batch_execute("COMMIT;").await.unwrap();
+    pg.sql(
+        &src.database,
+        "UPDATE public.late SET v = 'after' WHERE id <= 10; INSERT INTO public.late VALUES (2000, 'after the join');
+         DELETE FROM public.late WHERE id BETWEEN 90 AND 95;",
+    )
+    .unwrap();
+
+    for table in ["late", "quiet"] {
+        let pg_sql = format!(
+            "SELECT count(*), sum(id), string_agg(DISTINCT v, ',' ORDER BY v) FROM public.{table}"
+        );
+        let ch_sql = format!(
+            "SELECT count(), sum(id), arrayStringConcat(arraySort(groupUniqArray(v)), ',') FROM `{db}`.`public_{table}` FINAL WHERE _is_deleted = 0"
+        );
+        wait_same(
+            pg,
+            &src.database,
+            &pg_sql,
+            &ch_sql,
+            Duration::from_secs(90),
+            &log,
+        )
+        .await;
+    }
+    let status = pgch.terminate(Duration::from_secs(60));
+    assert!(status.success(), "{status:?}");
+}

@@ -141,6 +141,40 @@ impl Applier {
         }
     }
 
+    /// The plans of every table streamed.
+    pub fn plans(&self) -> Vec<Arc<TablePlan>> {
+        self.lanes.iter().map(|l| l.plan.clone()).collect()
+    }
+
+    /// Whether a Relation message names a table pgch streams.
+    pub fn knows(&self, r: &Relation) -> bool {
+        self.by_name
+            .contains_key(&format!("{}.{}", r.namespace, r.name))
+    }
+
+    /// Adds lanes for tables that joined the publication.
+    pub fn add_tables(&mut self, plans: &[Arc<TablePlan>]) {
+        for plan in plans {
+            if self.by_name.contains_key(&plan.source.display()) {
+                continue;
+            }
+            let keys = plan
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.is_key())
+                .map(|(i, _)| i)
+                .collect();
+            self.by_name.insert(plan.source.display(), self.lanes.len());
+            self.lanes.push(Lane {
+                batch: TableBatch::new(plan.columns.len(), keys),
+                plan: plan.clone(),
+                received: [0; 3],
+            });
+            self.open_from.push(0);
+        }
+    }
+
     /// A Relation message: maps its id to a planned table whose columns it must match.
     pub fn relation(&mut self, r: &Relation) -> Result<(), ApplyError> {
         let name = format!("{}.{}", r.namespace, r.name);

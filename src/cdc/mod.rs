@@ -14,9 +14,11 @@
 //! (rule 8). Schema changes are not followed yet.
 
 pub mod apply;
+pub mod membership;
 pub mod slot;
 pub mod toast;
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,32 +76,43 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
     let identity = slot::ensure_slot(settings, &state).await?;
 
     let mut opts = SnapshotOptions::from_settings(settings);
-    opts.min_xmin = Some(identity.snapshot_xmax);
+    // Copies see every transaction the stream will not carry: those before the slot
+    // (rule 3), and those that wrote to a table before it joined the publication while
+    // pgch was away — so the xmax of now, which is never below the recorded one.
+    let pg = connect::connect(&settings.source.endpoint).await?;
+    let xmax_now = membership::current_xmax(&pg).await?;
+    opts.min_xmin = Some(identity.snapshot_xmax.max(xmax_now));
     // Every table exists before the stream writes to it; the copies then land alongside
     // the stream (DESIGN.md rule 3), so WAL does not pile up during a long initial load.
     let prepared = snapshot::prepare(settings, &opts).await?;
     let control = Arc::new(CopyControl::default());
-    let mut copy = Copy::Idle;
-    if settings.mode == Mode::SnapshotAndCdc {
-        copy = Copy::Running(tokio::spawn(copy_until_done(
-            settings.clone(),
-            opts.clone(),
-            prepared.clone(),
-            control.clone(),
-        )));
-    }
+    let mut copies = Copies::new(settings, &opts, control.clone());
+    copies.start(prepared.clone(), opts.min_xmin);
     let mut applier = Applier::new(
         prepared.plans.clone(),
         identity.consistent_point,
         &settings.pipeline,
         control,
     );
+    let mut tracker = Tracker {
+        opts: opts.clone(),
+        server_version: prepared.server_version,
+        left: BTreeSet::new(),
+    };
 
     tokio::pin!(shutdown);
     let mut backoff = RECONNECT_MIN;
     let outcome = loop {
         let began = Instant::now();
-        match stream_session(settings, &mut applier, &ch, &mut copy, shutdown.as_mut()).await {
+        let session = stream_session(
+            settings,
+            &mut applier,
+            &ch,
+            &mut copies,
+            &mut tracker,
+            shutdown.as_mut(),
+        );
+        match session.await {
             Ok(SessionEnd::Shutdown) => break Ok(()),
             Ok(SessionEnd::Ended) => {
                 tracing::warn!("the server ended the replication stream; reconnecting");
@@ -120,33 +133,104 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
         }
         backoff = (backoff * 2).min(RECONNECT_MAX);
     };
-    if let Copy::Running(task) = copy {
-        // Unfinished partitions are copied again on the next start.
-        task.abort();
-    }
+    // Unfinished partitions are copied again on the next start.
+    copies.abort();
     outcome
 }
 
-/// The initial copy, running beside the stream.
-enum Copy {
-    Idle,
-    Running(tokio::task::JoinHandle<Result<(), snapshot::SnapshotError>>),
+/// The copies running beside the stream: the initial one, and one per batch of tables
+/// that joined the publication.
+struct Copies {
+    settings: Settings,
+    opts: SnapshotOptions,
+    control: Arc<CopyControl>,
+    tasks: tokio::task::JoinSet<Result<(), snapshot::SnapshotError>>,
 }
 
-impl Copy {
-    /// Resolves when a running copy ends; never when there is none.
-    async fn finished(&mut self) -> Result<(), RunError> {
-        let result = match self {
-            Copy::Idle => return std::future::pending().await,
-            Copy::Running(task) => task.await,
-        };
-        *self = Copy::Idle;
-        match result {
-            Ok(r) => r.map_err(RunError::from),
-            Err(e) => Err(RunError::Snapshot(snapshot::SnapshotError::Worker(
-                e.to_string(),
-            ))),
+impl Copies {
+    fn new(settings: &Settings, opts: &SnapshotOptions, control: Arc<CopyControl>) -> Copies {
+        Copies {
+            settings: settings.clone(),
+            opts: opts.clone(),
+            control,
+            tasks: tokio::task::JoinSet::new(),
         }
+    }
+
+    /// Copies `prepared` in a snapshot whose xmin is at least `min_xmin`; in
+    /// `cdc_only` mode nothing is copied.
+    fn start(&mut self, prepared: snapshot::Prepared, min_xmin: Option<u64>) {
+        if self.settings.mode != Mode::SnapshotAndCdc || prepared.plans.is_empty() {
+            return;
+        }
+        let mut opts = self.opts.clone();
+        opts.min_xmin = min_xmin;
+        self.tasks.spawn(copy_until_done(
+            self.settings.clone(),
+            opts,
+            prepared,
+            self.control.clone(),
+        ));
+    }
+
+    /// Resolves when a copy ends with an error (a finished one is just reaped); never
+    /// while none fails.
+    async fn failed(&mut self) -> RunError {
+        loop {
+            match self.tasks.join_next().await {
+                None => return std::future::pending().await,
+                Some(Ok(Ok(()))) => continue,
+                Some(Ok(Err(e))) => return RunError::from(e),
+                Some(Err(e)) => {
+                    return RunError::Snapshot(snapshot::SnapshotError::Worker(e.to_string()))
+                }
+            }
+        }
+    }
+
+    fn abort(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+/// Membership of the publication, as the stream loop last saw it.
+struct Tracker {
+    opts: SnapshotOptions,
+    server_version: u32,
+    /// Tables already reported as having left.
+    left: BTreeSet<String>,
+}
+
+impl Tracker {
+    /// Looks for tables that joined (adds and copies them) or left (reports them).
+    async fn poll(
+        &mut self,
+        pg: &tokio_postgres::Client,
+        settings: &Settings,
+        applier: &mut Applier,
+        copies: &mut Copies,
+    ) -> Result<(), RunError> {
+        let changes = membership::poll(
+            pg,
+            settings,
+            &self.opts,
+            &applier.plans(),
+            self.server_version,
+        )
+        .await?;
+        if let Some((prepared, xmax)) = changes.joined {
+            for plan in &prepared.plans {
+                tracing::info!(table = %plan.source.display(), destination = %plan.dest, "table joined the publication; copying it");
+            }
+            applier.add_tables(&prepared.plans);
+            copies.start(prepared, Some(xmax));
+        }
+        for table in changes.left {
+            if self.left.insert(table.clone()) {
+                tracing::warn!(table = %table, "table left the publication: its changes are no longer streamed; its ClickHouse table is kept as it is");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -181,6 +265,9 @@ async fn copy_until_done(
         }
     }
 }
+
+/// How often the publication's tables are compared with the tables pgch streams.
+const MEMBERSHIP_POLL: Duration = Duration::from_secs(10);
 
 /// The stream loop's name in `/healthz`.
 const STREAM_TASK: &str = "stream";
@@ -243,7 +330,8 @@ async fn stream_session(
     settings: &Settings,
     applier: &mut Applier,
     ch: &clickhouse::Client,
-    copy: &mut Copy,
+    copies: &mut Copies,
+    tracker: &mut Tracker,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<SessionEnd, RunError> {
     let dest = &settings.destination;
@@ -265,6 +353,9 @@ async fn stream_session(
     tracing::info!(slot = %settings.source.slot, "streaming changes");
     health::set_phase(Phase::Streaming);
     let metrics = crate::metrics::global();
+    let mut membership_tick = tokio::time::interval(MEMBERSHIP_POLL);
+    membership_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    membership_tick.reset();
     let mut in_stream = false;
     let end = loop {
         health::heartbeat(STREAM_TASK);
@@ -281,8 +372,9 @@ async fn stream_session(
             // A batch came of age with no event to carry the flush check.
             _ = tokio::time::sleep(wait) => None,
             _ = shutdown.as_mut() => break SessionEnd::Shutdown,
-            done = copy.finished() => {
-                done?;
+            e = copies.failed() => return Err(e),
+            _ = membership_tick.tick() => {
+                tracker.poll(&pg, settings, applier, copies).await?;
                 None
             }
         };
@@ -292,6 +384,12 @@ async fn stream_session(
                     let ctx = DecodeContext { in_stream };
                     let msg = pgoutput::decode(&payload, ctx)
                         .map_err(|source| RunError::Decode { lsn: start, source })?;
+                    if let Message::Relation(r) = &msg {
+                        if !applier.knows(r) {
+                            // A table that joined and was written before the poll saw it.
+                            tracker.poll(&pg, settings, applier, copies).await?;
+                        }
+                    }
                     apply_message(applier, &msg, start, &mut in_stream, &pg, ch, settings).await?;
                 }
                 StreamEvent::Keepalive { wal_end, .. } => {

@@ -353,19 +353,54 @@ pub async fn plan_all(
     }
     let mut plans = Vec::with_capacity(tables.len());
     for t in &tables {
-        let cols = published_columns(pg, t, version)
-            .await
-            .map_err(SnapshotError::Catalog)?;
-        let dest = settings
-            .destination
-            .table_names
-            .get(&t.display())
-            .cloned()
-            .unwrap_or_else(|| catalog::destination_name(&t.schema, &t.name));
-        plans.push(plan_table(t, dest, cols, &opts.mapping)?);
+        plans.push(plan_one(pg, settings, opts, t, version).await?);
     }
     check_collisions(&plans)?;
     Ok((plans, version))
+}
+
+/// Plans one published table: its published columns, types, key and destination name.
+pub async fn plan_one(
+    pg: &tokio_postgres::Client,
+    settings: &Settings,
+    opts: &SnapshotOptions,
+    table: &catalog::PublishedTable,
+    version: u32,
+) -> Result<TablePlan, SnapshotError> {
+    let cols = published_columns(pg, table, version)
+        .await
+        .map_err(SnapshotError::Catalog)?;
+    let dest = settings
+        .destination
+        .table_names
+        .get(&table.display())
+        .cloned()
+        .unwrap_or_else(|| catalog::destination_name(&table.schema, &table.name));
+    Ok(plan_table(table, dest, cols, &opts.mapping)?)
+}
+
+/// Creates (or checks) the ClickHouse tables of tables that joined the publication
+/// after the start, colliding with none of `existing` destination names.
+pub async fn prepare_joined(
+    settings: &Settings,
+    plans: Vec<TablePlan>,
+    existing: &[Arc<TablePlan>],
+    server_version: u32,
+) -> Result<Prepared, SnapshotError> {
+    let mut all: Vec<TablePlan> = existing.iter().map(|p| p.as_ref().clone()).collect();
+    all.extend(plans.iter().cloned());
+    check_collisions(&all)?;
+    let dest = &settings.destination;
+    let ch = ch_client::client(dest, false);
+    let state = StateStore::open(dest, &settings.source.slot).await?;
+    let done = state.load().await?;
+    for plan in &plans {
+        ensure_table(&ch, settings, &state, &done, plan).await?;
+    }
+    Ok(Prepared {
+        plans: plans.into_iter().map(Arc::new).collect(),
+        server_version,
+    })
 }
 
 fn check_collisions(plans: &[TablePlan]) -> Result<(), SnapshotError> {
