@@ -125,6 +125,16 @@ async fn resync(env: &Env, args: &[&str]) -> String {
     text
 }
 
+/// Runs `pgch resync [args]` that must fail (exit 1); returns its log.
+async fn resync_fails(env: &Env, args: &[&str]) -> String {
+    let log = log_path("pgch-resync-refused");
+    let mut child = spawn_resync(env, args, &[], &log);
+    let status = wait_child(&mut child, Duration::from_secs(120), &log).await;
+    let text = log_text(&log);
+    assert_eq!(status.code(), Some(1), "{text}");
+    text
+}
+
 /// `pgch run` that must refuse to start: exit 1, with `words` in its log.
 fn run_refuses(env: &Env, words: &[&str]) {
     let log = log_path("pgch-refused");
@@ -428,7 +438,25 @@ async fn during_a_resync_queries_see_the_old_complete_table_until_the_exchange()
 async fn table_resync_leaves_other_tables_and_the_slot_untouched() {
     let pg = PgCluster::shared();
     let (src, env) = setup(pg);
-    run_until_equal(pg, &src, &env, None).await;
+    // While `pgch run` streams, a resync refuses and changes nothing.
+    let log = log_path("pgch-run");
+    let pgch = PgchProcess::run(&env.vars, &[], log.clone());
+    wait_equal(pg, &src, &env.db, Some(&log)).await;
+    let active = format!(
+        "SELECT active FROM pg_replication_slots WHERE slot_name = '{}'",
+        env.slot
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg_rows(pg, &src.database, &active) != "t" {
+        assert!(Instant::now() < deadline, "the slot never became active");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = resync_fails(&env, &["--table", "public.customers"]).await;
+    assert!(
+        text.contains("is in use by process") && text.contains("stop `pgch run`"),
+        "{text}"
+    );
+    assert!(pgch.terminate(Duration::from_secs(60)).success());
     let db = &env.db;
     // Drift in ClickHouse that only a re-copy repairs, and a change the slot still holds.
     ch(&format!(
@@ -517,4 +545,42 @@ async fn sigkill_during_a_resync_blocks_run_until_a_rerun_completes_it() {
     assert_equal(pg, &src, &env.db).await;
     assert_no_old_rows(&env.db).await;
     run_until_equal(pg, &src, &env, Some(AFTER)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_source_system_is_refused_then_resync_copies_it_from_a_new_slot() {
+    let pg = PgCluster::shared();
+    let (src, mut env) = setup(pg);
+    run_until_equal(pg, &src, &env, None).await;
+
+    // A restore into another cluster: same tables, some rows changed, another system.
+    let restored = PgCluster::start(PgOptions::default()).unwrap();
+    let new_src = guide_source(&restored, None, PublicationShape::ForTable);
+    restored.sql(&new_src.database, DATA).unwrap();
+    restored.sql(&new_src.database, WHILE_STOPPED).unwrap();
+    let url = restored.url(&new_src.user, Some(&new_src.password), &new_src.database);
+    for (k, v) in env.vars.iter_mut() {
+        if k == "PGCH__SOURCE__URL" {
+            *v = url.clone();
+        }
+    }
+
+    run_refuses(
+        &env,
+        &[
+            "resync required",
+            "different Postgres system",
+            "pgch resync",
+        ],
+    );
+    // Re-copying one table cannot help when the slot's history is gone.
+    let text = resync_fails(&env, &["--table", "public.orders"]).await;
+    assert!(
+        text.contains("cannot be kept") && text.contains("without --table"),
+        "{text}"
+    );
+    resync(&env, &[]).await;
+    assert_equal(&restored, &new_src, &env.db).await;
+    assert_no_old_rows(&env.db).await;
+    run_until_equal(&restored, &new_src, &env, Some(AFTER)).await;
 }
