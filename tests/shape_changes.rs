@@ -246,3 +246,117 @@ async fn a_table_added_while_a_transaction_that_wrote_to_it_is_open_loses_no_row
     let status = pgch.terminate(Duration::from_secs(60));
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_added_renamed_widened_and_dropped_mid_stream_are_followed() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        "CREATE TABLE public.evo (id int PRIMARY KEY, a int, b varchar(10), c text);
+         INSERT INTO public.evo SELECT g, g, 'b' || g, 'c' || g FROM generate_series(1, 100) g;
+         ALTER PUBLICATION clickpipes ADD TABLE public.evo;",
+    )
+    .unwrap();
+    let env = guide_env(pg, &src, &[]);
+    let db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path("pgch-evolve");
+    let mut pgch = PgchProcess::run(&env, &[], log.clone());
+    let t = format!("`{db}`.`public_evo` FINAL WHERE _is_deleted = 0");
+    let compare = |pg_cols: &str, ch_cols: &str| {
+        (
+            format!("SELECT count(*), {pg_cols} FROM public.evo"),
+            format!("SELECT count(), {ch_cols} FROM {t}"),
+        )
+    };
+    let steps: Vec<(&str, (String, String))> = vec![
+        (
+            "UPDATE public.evo SET a = a + 1 WHERE id <= 10;",
+            compare("sum(a), sum(length(b)), sum(length(c))", "sum(a), sum(lengthUTF8(b)), sum(lengthUTF8(c))"),
+        ),
+        (
+            "ALTER TABLE public.evo ADD COLUMN d text;
+             UPDATE public.evo SET d = 'd' || id WHERE id % 3 = 0; INSERT INTO public.evo VALUES (101, 1, 'b', 'c', 'd');",
+            compare("sum(a), count(d), sum(length(d))", "sum(a), count(d), sum(lengthUTF8(d))"),
+        ),
+        (
+            "ALTER TABLE public.evo ADD COLUMN e text NOT NULL DEFAULT 'x y';
+             ALTER TABLE public.evo ADD COLUMN f timestamptz DEFAULT '2020-02-02 10:00:00.123456+00';
+             UPDATE public.evo SET e = 'changed' WHERE id % 5 = 0; INSERT INTO public.evo (id, a, b, c) VALUES (102, 2, 'b', 'c');",
+            compare(
+                "string_agg(DISTINCT e, ',' ORDER BY e), sum((extract(epoch FROM f) * 1000000)::bigint)",
+                "arrayStringConcat(arraySort(groupUniqArray(e)), ','), sum(toUnixTimestamp64Micro(f))",
+            ),
+        ),
+        (
+            "ALTER TABLE public.evo RENAME COLUMN c TO c2;
+             UPDATE public.evo SET c2 = c2 || '!' WHERE id % 4 = 0;",
+            compare("sum(length(c2)), count(c2)", "sum(lengthUTF8(c2)), count(c2)"),
+        ),
+        (
+            "ALTER TABLE public.evo ALTER COLUMN a TYPE bigint;
+             UPDATE public.evo SET a = 5000000000 + id WHERE id <= 3;",
+            compare("sum(a)", "sum(a)"),
+        ),
+        (
+            "ALTER TABLE public.evo DROP COLUMN b;
+             INSERT INTO public.evo (id, a, c2, d) VALUES (103, 3, 'c', 'd'); DELETE FROM public.evo WHERE id = 50;",
+            compare("sum(id), sum(a), sum(length(c2)), count(d)", "sum(id), sum(a), sum(lengthUTF8(c2)), count(d)"),
+        ),
+    ];
+    for (sql, (pg_sql, ch_sql)) in &steps {
+        pg.sql(&src.database, sql).unwrap();
+        wait_same(
+            pg,
+            &src.database,
+            pg_sql,
+            ch_sql,
+            Duration::from_secs(60),
+            &log,
+        )
+        .await;
+        assert!(pgch.try_status().is_none(), "pgch stopped after `{sql}`");
+    }
+
+    // A restart after the changes: the tables are planned anew and still match.
+    let status = pgch.terminate(Duration::from_secs(60));
+    assert!(status.success(), "{status:?}");
+    let mut pgch = PgchProcess::run(&env, &[], log.clone());
+    pg.sql(
+        &src.database,
+        "UPDATE public.evo SET c2 = 'restarted', e = 'r' WHERE id <= 20;",
+    )
+    .unwrap();
+    let (pg_sql, ch_sql) = compare(
+        "sum(a), sum(length(c2)), string_agg(DISTINCT e, ',' ORDER BY e)",
+        "sum(a), sum(lengthUTF8(c2)), arrayStringConcat(arraySort(groupUniqArray(e)), ',')",
+    );
+    wait_same(
+        pg,
+        &src.database,
+        &pg_sql,
+        &ch_sql,
+        Duration::from_secs(60),
+        &log,
+    )
+    .await;
+    assert!(pgch.try_status().is_none(), "pgch runs after the restart");
+
+    // A type change that is not a widening cannot be followed in place.
+    pg.sql(
+        &src.database,
+        "ALTER TABLE public.evo ALTER COLUMN d TYPE int USING length(d);
+         UPDATE public.evo SET d = 1 WHERE id = 1;",
+    )
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || pgch.wait(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("pgch stops");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("pgch resync --table public.evo"),
+        "the fix is named:\n{text}"
+    );
+}

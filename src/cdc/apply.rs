@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::toast;
+use super::{schema, toast};
 use crate::checkpoint::{CommitTicket, Ledger};
 use crate::config::{DestinationSettings, PipelineSettings};
 use crate::error::{self, Class};
@@ -41,8 +41,13 @@ pub enum ApplyError {
         "{0} is not part of the publication pgch planned at start; restart pgch to pick it up"
     )]
     UnplannedTable(String),
-    #[error("the columns of {table} changed ({detail}); schema changes are not followed yet: run `pgch resync --table {table}`")]
+    #[error("{table} changed in a way pgch cannot follow in place ({detail}): run `pgch resync --table {table}`")]
     SchemaChanged { table: String, detail: String },
+    #[error("reading the catalog of {table} failed: {source}")]
+    Catalog {
+        table: String,
+        source: tokio_postgres::Error,
+    },
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("reading unchanged TOAST values of {table} from Postgres failed: {source}")]
@@ -57,7 +62,9 @@ impl ApplyError {
     pub fn classify(&self) -> Class {
         match self {
             ApplyError::Sink(e) => error::clickhouse(e),
-            ApplyError::Toast { source, .. } => error::tokio_postgres(source),
+            ApplyError::Toast { source, .. } | ApplyError::Catalog { source, .. } => {
+                error::tokio_postgres(source)
+            }
             _ => Class::Fatal { fix: String::new() },
         }
     }
@@ -66,6 +73,8 @@ impl ApplyError {
 struct Lane {
     plan: Arc<TablePlan>,
     batch: TableBatch,
+    /// Columns (name, type, typmod) of the last Relation message of this session.
+    last_relation: Option<Vec<(String, u32, i32)>>,
     /// Changes received since the last report: inserts, updates, deletes.
     received: [u64; 3],
 }
@@ -83,6 +92,8 @@ pub struct Applier {
     lanes: Vec<Lane>,
     /// Per lane, the first row of the open transaction.
     open_from: Vec<usize>,
+    /// `server_version_num` of the source, for catalog reads.
+    server_version: u32,
     control: Arc<CopyControl>,
     by_name: HashMap<String, usize>,
     relations: HashMap<Oid, usize>,
@@ -121,12 +132,14 @@ impl Applier {
                 Lane {
                     batch: TableBatch::new(plan.columns.len(), keys),
                     plan,
+                    last_relation: None,
                     received: [0; 3],
                 }
             })
             .collect();
         Applier {
             open_from: vec![0; lanes.len()],
+            server_version: 0,
             lanes,
             control,
             by_name,
@@ -139,6 +152,11 @@ impl Applier {
             clamps: ClampCounts::default(),
             inserts: 0,
         }
+    }
+
+    /// Sets the source's `server_version_num` (catalog queries depend on it).
+    pub fn set_server_version(&mut self, version: u32) {
+        self.server_version = version;
     }
 
     /// The plans of every table streamed.
@@ -169,6 +187,7 @@ impl Applier {
             self.lanes.push(Lane {
                 batch: TableBatch::new(plan.columns.len(), keys),
                 plan: plan.clone(),
+                last_relation: None,
                 received: [0; 3],
             });
             self.open_from.push(0);
@@ -176,30 +195,76 @@ impl Applier {
     }
 
     /// A Relation message: maps its id to a planned table whose columns it must match.
-    pub fn relation(&mut self, r: &Relation) -> Result<(), ApplyError> {
+    pub async fn relation(
+        &mut self,
+        r: &Relation,
+        pg: &tokio_postgres::Client,
+        ch: &clickhouse::Client,
+        dest: &DestinationSettings,
+    ) -> Result<(), ApplyError> {
         let name = format!("{}.{}", r.namespace, r.name);
         let &lane = self
             .by_name
             .get(&name)
             .ok_or_else(|| ApplyError::UnplannedTable(name.clone()))?;
-        let planned: Vec<&str> = self.lanes[lane]
-            .plan
+        let sent: Vec<(String, u32, i32)> = r
             .columns
             .iter()
-            .map(|c| c.name.as_str())
+            .map(|c| (c.name.clone(), c.type_oid, c.type_modifier))
             .collect();
-        let sent: Vec<&str> = r.columns.iter().map(|c| c.name.as_str()).collect();
-        if planned != sent {
+        let unchanged = match &self.lanes[lane].last_relation {
+            Some(previous) => *previous == sent,
+            // The first message of a session: the plan was read from the catalog.
+            None => self.lanes[lane]
+                .plan
+                .columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .eq(r.columns.iter().map(|c| c.name.as_str())),
+        };
+        if !unchanged {
+            self.reshape(lane, r, pg, ch, dest).await?;
+        }
+        self.lanes[lane].last_relation = Some(sent);
+        self.relations.insert(r.id, lane);
+        Ok(())
+    }
+
+    /// The table changed shape (DESIGN.md rule 9): rows of the old shape are written
+    /// first, then ClickHouse is altered, then the lane takes the new plan.
+    async fn reshape(
+        &mut self,
+        lane: usize,
+        r: &Relation,
+        pg: &tokio_postgres::Client,
+        ch: &clickhouse::Client,
+        dest: &DestinationSettings,
+    ) -> Result<(), ApplyError> {
+        self.flush(pg, ch, dest).await?;
+        let table = self.lanes[lane].plan.source.display();
+        if !self.lanes[lane].batch.is_empty() {
             return Err(ApplyError::SchemaChanged {
-                table: name,
-                detail: format!(
-                    "planned ({}), now ({})",
-                    planned.join(", "),
-                    sent.join(", ")
-                ),
+                table,
+                detail: "its shape changed inside a transaction whose earlier rows still wait for TOAST values".into(),
             });
         }
-        self.relations.insert(r.id, lane);
+        let change =
+            schema::reshape(pg, ch, dest, &self.lanes[lane].plan, r, self.server_version).await?;
+        for sql in &change.statements {
+            tracing::info!(table = %table, statement = %sql, "following a schema change");
+            ch_client::execute(ch, dest, sql).await?;
+        }
+        let plan = change.plan;
+        let keys = plan
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_key())
+            .map(|(i, _)| i)
+            .collect();
+        let l = &mut self.lanes[lane];
+        l.batch = TableBatch::new(plan.columns.len(), keys);
+        l.plan = Arc::new(plan);
         Ok(())
     }
 

@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod membership;
+pub mod schema;
 pub mod slot;
 pub mod toast;
 
@@ -94,6 +95,7 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
         &settings.pipeline,
         control,
     );
+    applier.set_server_version(prepared.server_version);
     let mut tracker = Tracker {
         opts: opts.clone(),
         server_version: prepared.server_version,
@@ -446,7 +448,7 @@ async fn apply_message(
             crate::metrics::global().received_commit(c.commit_timestamp.0);
             applier.commit(c.end_lsn, c.commit_timestamp.0);
         }
-        Message::Relation(r) => applier.relation(r)?,
+        Message::Relation(r) => applier.relation(r, pg, ch, dest).await?,
         Message::Insert(i) => {
             let (batch, plan) = applier.batch(i.relation_id, Change::Insert)?;
             batch

@@ -1,0 +1,330 @@
+//! Schema changes that arrive as a new Relation message (DESIGN.md rule 9): the
+//! ClickHouse table is brought to the new shape before any row that carries it.
+//!
+//! ```text
+//!   column by attnum:  same name, same type          -> nothing
+//!                      new name                      -> RENAME COLUMN
+//!                      wider type (int4 -> int8 …)   -> MODIFY COLUMN
+//!                      other type change             -> resync of the table
+//!   new attnum                                       -> ADD COLUMN … DEFAULT <what existing rows hold>
+//!   attnum gone                                      -> kept in ClickHouse
+//!   replica identity key changed                     -> resync of the table
+//! ```
+//!
+//! What existing rows hold for an added column is Postgres' "missing value"
+//! (`pg_attribute.attmissingval`, set by `ADD COLUMN … DEFAULT <constant>` without a
+//! rewrite). A column added with a volatile default rewrote the table without streaming
+//! the values: that needs a resync. The catalog is read when the Relation message
+//! arrives, which is normally right after the ALTER; if the table changed again since,
+//! the message and the catalog disagree and pgch asks for a resync rather than guess.
+
+use std::collections::BTreeMap;
+
+use crate::config::DestinationSettings;
+use crate::sink::client as ch_client;
+use crate::sink::preflight::{escape_string, quote_ident as ch_quote};
+use crate::snapshot::plan::{plan_table, TablePlan};
+use crate::source::columns::{published_columns, CatalogColumn};
+use crate::source::pgoutput::Relation;
+
+use super::apply::ApplyError;
+
+/// The table as the Relation message describes it, planned, and the DDL that brings
+/// ClickHouse there.
+#[derive(Debug)]
+pub struct Reshape {
+    pub plan: TablePlan,
+    pub statements: Vec<String>,
+}
+
+/// Plans the ClickHouse changes for `relation`, which differs from `old`.
+pub async fn reshape(
+    pg: &tokio_postgres::Client,
+    ch: &clickhouse::Client,
+    dest: &DestinationSettings,
+    old: &TablePlan,
+    relation: &Relation,
+    server_version: u32,
+) -> Result<Reshape, ApplyError> {
+    let table = old.source.display();
+    let resync = |detail: String| ApplyError::SchemaChanged {
+        table: table.clone(),
+        detail,
+    };
+    let catalog = published_columns(pg, &old.source, server_version)
+        .await
+        .map_err(|source| ApplyError::Catalog {
+            table: table.clone(),
+            source,
+        })?;
+    let names: Vec<&str> = relation.columns.iter().map(|c| c.name.as_str()).collect();
+    let current: Vec<&str> = catalog.iter().map(|c| c.name.as_str()).collect();
+    if names != current {
+        return replayed_shape(ch, dest, old, &catalog, relation)
+            .await?
+            .ok_or_else(|| {
+                resync(format!(
+                    "the stream sends columns ({}) but the catalog now has ({}), and ClickHouse cannot take the stream's shape as it is",
+                    names.join(", "),
+                    current.join(", ")
+                ))
+            });
+    }
+    let plan = plan_table(
+        &old.source,
+        old.dest.clone(),
+        catalog.clone(),
+        &Default::default(),
+    )
+    .map_err(|e| resync(e.to_string()))?;
+    let key = |cols: &[CatalogColumn]| -> Vec<i16> {
+        let mut k: Vec<(usize, i16)> = cols
+            .iter()
+            .filter_map(|c| c.key_position.map(|p| (p, c.attnum)))
+            .collect();
+        k.sort();
+        k.into_iter().map(|(_, a)| a).collect()
+    };
+    if key(&old.columns) != key(&catalog) {
+        return Err(resync("its replica identity key changed".into()));
+    }
+    let existing = ch_columns(ch, dest, &old.dest).await?;
+    let by_attnum: BTreeMap<i16, &CatalogColumn> =
+        old.columns.iter().map(|c| (c.attnum, c)).collect();
+    let table_sql = format!("{}.{}", ch_quote(&dest.database), ch_quote(&old.dest));
+    let mut statements = Vec::new();
+    for (col, spec) in catalog.iter().zip(&plan.spec.columns) {
+        let mut name_in_ch = col.name.clone();
+        if let Some(before) = by_attnum.get(&col.attnum) {
+            if before.name != col.name && existing.contains_key(&before.name) {
+                statements.push(format!(
+                    "ALTER TABLE {table_sql} RENAME COLUMN {} TO {}",
+                    ch_quote(&before.name),
+                    ch_quote(&col.name)
+                ));
+            }
+        } else if !existing.contains_key(&col.name) {
+            let default = missing_value(pg, old.source.oid, col.attnum, &table).await?;
+            let clause = match default {
+                Missing::Null => String::new(),
+                Missing::Value(v) => format!(" DEFAULT {}", default_literal(&spec.ch_type, &v)),
+                Missing::Rewritten => {
+                    return Err(resync(format!(
+                        "column {} was added with a volatile default, which rewrote the table without streaming the values",
+                        col.name
+                    )))
+                }
+            };
+            statements.push(format!(
+                "ALTER TABLE {table_sql} ADD COLUMN IF NOT EXISTS {} {}{clause}",
+                ch_quote(&col.name),
+                spec.ch_type
+            ));
+            continue;
+        } else {
+            name_in_ch = col.name.clone();
+        }
+        let renamed_from = by_attnum
+            .get(&col.attnum)
+            .map(|b| b.name.clone())
+            .unwrap_or_else(|| name_in_ch.clone());
+        let ch_type = existing
+            .get(&col.name)
+            .or_else(|| existing.get(&renamed_from))
+            .cloned()
+            .unwrap_or_default();
+        if ch_type == spec.ch_type {
+            continue;
+        }
+        if is_safe_widening(&ch_type, &spec.ch_type) {
+            statements.push(format!(
+                "ALTER TABLE {table_sql} MODIFY COLUMN {} {}",
+                ch_quote(&col.name),
+                spec.ch_type
+            ));
+        } else {
+            return Err(resync(format!(
+                "column {} changed from {ch_type} to {}, which is not a widening that keeps every value",
+                col.name, spec.ch_type
+            )));
+        }
+    }
+    Ok(Reshape { plan, statements })
+}
+
+/// An older shape than the catalog's — changes replayed after a reconnect or restart,
+/// from before an `ALTER` pgch already followed: written as they are when ClickHouse has
+/// every column they carry (columns added since take their default there). `None` when
+/// it has not (a column renamed or dropped since): the caller asks for a resync.
+async fn replayed_shape(
+    ch: &clickhouse::Client,
+    dest: &DestinationSettings,
+    old: &TablePlan,
+    catalog: &[CatalogColumn],
+    relation: &Relation,
+) -> Result<Option<Reshape>, ApplyError> {
+    let existing = ch_columns(ch, dest, &old.dest).await?;
+    let mut columns = Vec::with_capacity(relation.columns.len());
+    for sent in &relation.columns {
+        let known = catalog
+            .iter()
+            .chain(&old.columns)
+            .find(|c| c.name == sent.name && existing.contains_key(&c.name));
+        match known {
+            Some(c) => columns.push(c.clone()),
+            None => return Ok(None),
+        }
+    }
+    Ok(
+        plan_table(&old.source, old.dest.clone(), columns, &Default::default())
+            .ok()
+            .map(|plan| Reshape {
+                plan,
+                statements: Vec::new(),
+            }),
+    )
+}
+
+/// What the rows that existed before `ADD COLUMN` hold in it.
+#[derive(Debug, PartialEq, Eq)]
+enum Missing {
+    Null,
+    Value(String),
+    /// A default was applied by rewriting the table (volatile default).
+    Rewritten,
+}
+
+async fn missing_value(
+    pg: &tokio_postgres::Client,
+    table_oid: u32,
+    attnum: i16,
+    table: &str,
+) -> Result<Missing, ApplyError> {
+    let row = pg
+        .query_one(
+            "SELECT a.atthasmissing, (a.attmissingval::text::text[])[1], a.atthasdef,
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = a.attrelid AND c.reltuples <> 0)
+               FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum = $2",
+            &[&table_oid, &attnum],
+        )
+        .await
+        .map_err(|source| ApplyError::Catalog {
+            table: table.to_string(),
+            source,
+        })?;
+    let (has_missing, value, has_default, may_have_rows): (bool, Option<String>, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    Ok(match (has_missing, value, has_default) {
+        (true, Some(v), _) => Missing::Value(v),
+        (true, None, _) | (false, _, false) => Missing::Null,
+        (false, _, true) if may_have_rows => Missing::Rewritten,
+        (false, _, true) => Missing::Null,
+    })
+}
+
+/// A ClickHouse expression for Postgres' text of a value, as a column DEFAULT.
+pub fn default_literal(ch_type: &str, text: &str) -> String {
+    let inner = ch_type
+        .strip_prefix("Nullable(")
+        .and_then(|t| t.strip_suffix(')'))
+        .unwrap_or(ch_type);
+    let quoted = format!("'{}'", escape_string(text));
+    if inner == "Bool" {
+        return if text == "t" { "true" } else { "false" }.into();
+    }
+    if let Some(args) = inner.strip_prefix("DateTime64(") {
+        let precision = args.split(',').next().unwrap_or("6").trim();
+        return format!("parseDateTime64BestEffort({quoted}, {precision}, 'UTC')");
+    }
+    format!("CAST({quoted} AS {inner})")
+}
+
+/// Whether ClickHouse can change a column from `old` to `new` keeping every value:
+/// integer widening, more decimal digits at the same scale, Nullable added.
+pub fn is_safe_widening(old: &str, new: &str) -> bool {
+    let unwrap = |t: &str| -> (bool, String) {
+        match t
+            .strip_prefix("Nullable(")
+            .and_then(|t| t.strip_suffix(')'))
+        {
+            Some(inner) => (true, inner.to_string()),
+            None => (false, t.to_string()),
+        }
+    };
+    let ((old_null, old), (new_null, new)) = (unwrap(old), unwrap(new));
+    if old_null && !new_null {
+        return false;
+    }
+    if old == new {
+        return true;
+    }
+    let int_rank = |t: &str| {
+        ["Int16", "Int32", "Int64", "Int128"]
+            .iter()
+            .position(|x| *x == t)
+    };
+    if let (Some(a), Some(b)) = (int_rank(&old), int_rank(&new)) {
+        return b >= a;
+    }
+    let decimal = |t: &str| -> Option<(u32, u32)> {
+        let args = t.strip_prefix("Decimal(")?.strip_suffix(')')?;
+        let (p, s) = args.split_once(',')?;
+        Some((p.trim().parse().ok()?, s.trim().parse().ok()?))
+    };
+    if let (Some((p1, s1)), Some((p2, s2))) = (decimal(&old), decimal(&new)) {
+        return s1 == s2 && p2 >= p1;
+    }
+    false
+}
+
+async fn ch_columns(
+    ch: &clickhouse::Client,
+    dest: &DestinationSettings,
+    table: &str,
+) -> Result<BTreeMap<String, String>, ApplyError> {
+    let text = ch_client::query_text(
+        ch,
+        dest,
+        &format!(
+            "SELECT name, type FROM system.columns WHERE database = '{}' AND table = '{}' FORMAT JSONCompactEachRow",
+            escape_string(&dest.database),
+            escape_string(table)
+        ),
+    )
+    .await?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<(String, String)>(l).ok())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widenings_keep_every_value_and_nothing_else_passes() {
+        assert!(is_safe_widening("Int32", "Int64"));
+        assert!(is_safe_widening("Nullable(Int16)", "Nullable(Int64)"));
+        assert!(is_safe_widening("Int32", "Nullable(Int64)"));
+        assert!(is_safe_widening("Decimal(12, 2)", "Decimal(18, 2)"));
+        assert!(!is_safe_widening("Decimal(12, 2)", "Decimal(18, 3)"));
+        assert!(!is_safe_widening("Int64", "Int32"));
+        assert!(!is_safe_widening("Nullable(Int32)", "Int64"));
+        assert!(!is_safe_widening("String", "Int64"));
+    }
+
+    #[test]
+    fn defaults_are_literals_clickhouse_parses() {
+        assert_eq!(
+            default_literal("String", "it's"),
+            "CAST('it\\'s' AS String)"
+        );
+        assert_eq!(default_literal("Nullable(Bool)", "t"), "true");
+        assert_eq!(
+            default_literal("DateTime64(6, 'UTC')", "2020-01-01 00:00:00+00"),
+            "parseDateTime64BestEffort('2020-01-01 00:00:00+00', 6, 'UTC')"
+        );
+        assert_eq!(default_literal("Int32", "5"), "CAST('5' AS Int32)");
+    }
+}
