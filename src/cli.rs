@@ -162,8 +162,9 @@ async fn run(config: Option<&std::path::Path>) -> i32 {
         .mode
         .streams()
         .then(|| AbortOnDrop(crate::metrics::slot::spawn(&settings)));
+    let signal = shutdown_signal();
     let shutdown = async {
-        shutdown_signal().await;
+        signal.await;
         health::set_phase(Phase::Stopping);
     };
     if settings.mode != crate::config::Mode::SnapshotOnly {
@@ -226,20 +227,27 @@ impl Drop for AbortOnDrop {
 }
 
 /// Resolves on SIGTERM or SIGINT: the pipeline then drains, flushes and acknowledges.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered now, not at the first poll: a SIGTERM during start-up (slot, catalog)
+    // is then a graceful stop once the pipeline looks, never the default "terminate".
+    let term = signal(SignalKind::terminate()).ok();
+    let int = signal(SignalKind::interrupt()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = wait(term) => {}
+            _ = wait(int) => {}
         }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
+        tracing::info!("shutdown requested: flushing and acknowledging");
     }
-    tracing::info!("shutdown requested: flushing and acknowledging");
 }
 
 async fn resync(config: Option<&std::path::Path>, tables: &[String]) -> i32 {

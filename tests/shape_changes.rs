@@ -360,3 +360,73 @@ async fn columns_added_renamed_widened_and_dropped_mid_stream_are_followed() {
         "the fix is named:\n{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_added_or_widened_while_pgch_was_stopped_are_followed_and_a_rename_is_refused() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        "CREATE TABLE public.away (id int PRIMARY KEY, a int, c text);
+         INSERT INTO public.away SELECT g, g, 'c' || g FROM generate_series(1, 100) g;
+         ALTER PUBLICATION clickpipes ADD TABLE public.away;",
+    )
+    .unwrap();
+    let env = guide_env(pg, &src, &[]);
+    let db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path("pgch-away");
+    let t = format!("`{db}`.`public_away` FINAL WHERE _is_deleted = 0");
+    let pg_sql = "SELECT count(*), sum(a), sum(z), sum(length(c)) FROM public.away";
+    let ch_sql = format!("SELECT count(), sum(a), sum(z), sum(lengthUTF8(c)) FROM {t}");
+
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    wait_same(
+        pg,
+        &src.database,
+        "SELECT count(*) FROM public.away",
+        &format!("SELECT count() FROM {t}"),
+        Duration::from_secs(60),
+        &log,
+    )
+    .await;
+    assert!(pgch.terminate(Duration::from_secs(60)).success());
+
+    // While pgch is stopped: changes before, the DDL, changes after.
+    pg.sql(
+        &src.database,
+        "UPDATE public.away SET a = a + 1 WHERE id <= 5;
+         ALTER TABLE public.away ADD COLUMN z int NOT NULL DEFAULT 7;
+         ALTER TABLE public.away ALTER COLUMN a TYPE bigint;
+         UPDATE public.away SET z = 1, a = 6000000000 WHERE id = 9;",
+    )
+    .unwrap();
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    wait_same(
+        pg,
+        &src.database,
+        pg_sql,
+        &ch_sql,
+        Duration::from_secs(60),
+        &log,
+    )
+    .await;
+    assert!(pgch.terminate(Duration::from_secs(60)).success());
+
+    // A rename while stopped cannot be told from a drop and an add: refused, with the fix.
+    pg.sql(
+        &src.database,
+        "ALTER TABLE public.away RENAME COLUMN c TO c2;",
+    )
+    .unwrap();
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    let status = tokio::task::spawn_blocking(move || pgch.wait(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("pgch stops");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("rename cannot be told") && text.contains("pgch resync"),
+        "{text}"
+    );
+}

@@ -104,22 +104,7 @@ pub async fn reshape(
                 ));
             }
         } else if !existing.contains_key(&col.name) {
-            let default = missing_value(pg, old.source.oid, col.attnum, &table).await?;
-            let clause = match default {
-                Missing::Null => String::new(),
-                Missing::Value(v) => format!(" DEFAULT {}", default_literal(&spec.ch_type, &v)),
-                Missing::Rewritten => {
-                    return Err(resync(format!(
-                        "column {} was added with a volatile default, which rewrote the table without streaming the values",
-                        col.name
-                    )))
-                }
-            };
-            statements.push(format!(
-                "ALTER TABLE {table_sql} ADD COLUMN IF NOT EXISTS {} {}{clause}",
-                ch_quote(&col.name),
-                spec.ch_type
-            ));
+            statements.push(add_column_sql(pg, &old.source, col, &spec.ch_type, &table_sql).await?);
             continue;
         } else {
             name_in_ch = col.name.clone();
@@ -185,6 +170,36 @@ async fn replayed_shape(
     )
 }
 
+/// `ALTER TABLE … ADD COLUMN` for a column Postgres added, with the value the rows that
+/// existed before hold as its DEFAULT; a resync error when that value was written by a
+/// rewrite (volatile default) that the stream does not carry.
+pub async fn add_column_sql(
+    pg: &tokio_postgres::Client,
+    source: &crate::source::catalog::PublishedTable,
+    col: &CatalogColumn,
+    ch_type: &str,
+    table_sql: &str,
+) -> Result<String, ApplyError> {
+    let table = source.display();
+    let clause = match missing_value(pg, source.oid, col.attnum, &table).await? {
+        Missing::Null => String::new(),
+        Missing::Value(v) => format!(" DEFAULT {}", default_literal(ch_type, &v)),
+        Missing::Rewritten => {
+            return Err(ApplyError::SchemaChanged {
+                table,
+                detail: format!(
+                    "column {} was added with a volatile default, which rewrote the table without streaming the values",
+                    col.name
+                ),
+            })
+        }
+    };
+    Ok(format!(
+        "ALTER TABLE {table_sql} ADD COLUMN IF NOT EXISTS {} {ch_type}{clause}",
+        ch_quote(&col.name)
+    ))
+}
+
 /// What the rows that existed before `ADD COLUMN` hold in it.
 #[derive(Debug, PartialEq, Eq)]
 enum Missing {
@@ -217,9 +232,46 @@ async fn missing_value(
     Ok(match (has_missing, value, has_default) {
         (true, Some(v), _) => Missing::Value(v),
         (true, None, _) | (false, _, false) => Missing::Null,
-        (false, _, true) if may_have_rows => Missing::Rewritten,
-        (false, _, true) => Missing::Null,
+        (false, _, true) => match constant_default(pg, table_oid, attnum, table).await? {
+            // A rewrite since (a type change, VACUUM FULL) wrote the default into every
+            // row and cleared the missing value; a constant default is that value.
+            Some(v) => Missing::Value(v),
+            None if may_have_rows => Missing::Rewritten,
+            None => Missing::Null,
+        },
     })
+}
+
+/// The value of the column's default when it is a plain constant, as text.
+async fn constant_default(
+    pg: &tokio_postgres::Client,
+    table_oid: u32,
+    attnum: i16,
+    table: &str,
+) -> Result<Option<String>, ApplyError> {
+    let catalog = |source| ApplyError::Catalog {
+        table: table.to_string(),
+        source,
+    };
+    let row = pg
+        .query_opt(
+            "SELECT pg_get_expr(d.adbin, d.adrelid), format_type(a.atttypid, a.atttypmod)
+               FROM pg_catalog.pg_attrdef d
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+              WHERE d.adrelid = $1::oid AND d.adnum = $2 AND d.adbin::text LIKE '{CONST %'",
+            &[&table_oid, &attnum],
+        )
+        .await
+        .map_err(catalog)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let (expr, ty): (String, String) = (row.get(0), row.get(1));
+    let value = pg
+        .query_one(&format!("SELECT format('%s', ({expr})::{ty})"), &[])
+        .await
+        .map_err(catalog)?;
+    Ok(value.get(0))
 }
 
 /// A ClickHouse expression for Postgres' text of a value, as a column DEFAULT.

@@ -463,12 +463,17 @@ async fn ensure_table(
 }
 
 /// An existing table must have every planned column with the planned type; columns
-/// dropped in Postgres may stay (DESIGN.md rule 9).
+/// dropped in Postgres may stay (DESIGN.md rule 9). Changes made while pgch was away are
+/// followed where that is unambiguous: a wider type is applied, and columns Postgres
+/// added are added (with the value existing rows hold) when ClickHouse has no column
+/// the plan lacks — otherwise a missing column might be a renamed one, whose values a
+/// new empty column would hide.
 async fn check_compatible(
     ch: &clickhouse::Client,
     settings: &Settings,
     plan: &TablePlan,
 ) -> Result<(), SnapshotError> {
+    use crate::cdc::schema::{add_column_sql, is_safe_widening};
     let dest = &settings.destination;
     let text = ch_client::query_text(
         ch,
@@ -485,21 +490,57 @@ async fn check_compatible(
         .filter_map(|l| l.split_once('\t'))
         .map(|(n, t)| (unescape_tsv(n), unescape_tsv(t)))
         .collect();
-    for col in &plan.spec.columns {
-        let problem = match existing.get(&col.name) {
-            None => format!("has no column `{}` (expected {})", col.name, col.ch_type),
-            Some(found) if *found != col.ch_type => format!(
-                "column `{}` is {found}, but Postgres' {} needs {}",
-                col.name,
-                plan.source.display(),
-                col.ch_type
-            ),
-            Some(_) => continue,
-        };
-        return Err(SnapshotError::IncompatibleTable {
-            table: format!("{}.{}", dest.database, plan.dest),
-            problem,
-        });
+    let table = format!("{}.{}", dest.database, plan.dest);
+    let incompatible = |problem: String| SnapshotError::IncompatibleTable {
+        table: table.clone(),
+        problem,
+    };
+    let unexplained: Vec<&String> = existing
+        .keys()
+        .filter(|n| !n.starts_with('_') && !plan.spec.columns.iter().any(|c| &c.name == *n))
+        .collect();
+    let table_sql = format!(
+        "{}.{}",
+        crate::sink::preflight::quote_ident(&dest.database),
+        crate::sink::preflight::quote_ident(&plan.dest)
+    );
+    let mut statements = Vec::new();
+    for (col, spec) in plan.columns.iter().zip(&plan.spec.columns) {
+        match existing.get(&spec.name) {
+            None if unexplained.is_empty() => {
+                let pg = connect::connect(&settings.source.endpoint).await?;
+                let sql = add_column_sql(&pg, &plan.source, col, &spec.ch_type, &table_sql)
+                    .await
+                    .map_err(|e| incompatible(e.to_string()))?;
+                statements.push(sql);
+            }
+            None => {
+                return Err(incompatible(format!(
+                    "has no column `{}` (expected {}) but has `{}`, which Postgres no longer publishes: a rename cannot be told from a drop and an add",
+                    spec.name,
+                    spec.ch_type,
+                    unexplained.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("`, `")
+                )))
+            }
+            Some(found) if *found == spec.ch_type => {}
+            Some(found) if is_safe_widening(found, &spec.ch_type) => statements.push(format!(
+                "ALTER TABLE {table_sql} MODIFY COLUMN {} {}",
+                crate::sink::preflight::quote_ident(&spec.name),
+                spec.ch_type
+            )),
+            Some(found) => {
+                return Err(incompatible(format!(
+                    "column `{}` is {found}, but Postgres' {} needs {}",
+                    spec.name,
+                    plan.source.display(),
+                    spec.ch_type
+                )))
+            }
+        }
+    }
+    for sql in statements {
+        tracing::info!(table = %table, statement = %sql, "following a schema change made while pgch was stopped");
+        ch_client::execute(ch, dest, &sql).await?;
     }
     Ok(())
 }
