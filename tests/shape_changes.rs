@@ -430,3 +430,48 @@ async fn columns_added_or_widened_while_pgch_was_stopped_are_followed_and_a_rena
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_ignored_by_config_keeps_the_clickhouse_rows() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        "INSERT INTO public.orders SELECT g, g, g FROM generate_series(1, 100) g;",
+    )
+    .unwrap();
+    let env = guide_env(pg, &src, &[("PGCH__PIPELINE__TRUNCATE", "ignore")]);
+    let db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path("pgch-truncate-ignore");
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    let ch_sql =
+        format!("SELECT count(), sum(id) FROM `{db}`.`public_orders` FINAL WHERE _is_deleted = 0");
+    wait_same(
+        pg,
+        &src.database,
+        "SELECT count(*), sum(id) FROM public.orders",
+        &ch_sql,
+        Duration::from_secs(60),
+        &log,
+    )
+    .await;
+    pg.sql(
+        &src.database,
+        "TRUNCATE public.orders; INSERT INTO public.orders VALUES (1000, 1, 1);",
+    )
+    .unwrap();
+    // The 100 rows stay; the row inserted after the TRUNCATE arrives.
+    wait_same(
+        pg,
+        &src.database,
+        "SELECT 101, 5050 + 1000",
+        &ch_sql,
+        Duration::from_secs(60),
+        &log,
+    )
+    .await;
+    assert!(std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("TRUNCATE ignored"));
+    assert!(pgch.terminate(Duration::from_secs(60)).success());
+}

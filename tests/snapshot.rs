@@ -53,12 +53,12 @@ async fn ch_checksums(ch: &ClickHouse, db: &str) -> String {
 async fn a_parallel_copy_arrives_with_equal_counts_and_checksums() {
     let pg = PgCluster::shared();
     let src = guide_source(pg, None, PublicationShape::ForTable);
-    let rows = pgch::testkit::scaled(200_000);
+    let rows = pgch::testkit::scaled(3_000_000);
     pg.sql(&src.database, &ORDERS.replace("%ROWS%", &rows.to_string()))
         .unwrap();
     let settings = guide_settings(pg, &src, &[("PGCH__PIPELINE__MODE", "snapshot_only")]);
     let mut opts = SnapshotOptions::from_settings(&settings);
-    opts.partition_blocks = 256; // many partitions on 14+, copied by 4 workers
+    opts.partition_blocks = 4096; // a dozen partitions on 14+, copied by 4 workers
     let report = snapshot::run(&settings, &opts).await.unwrap();
     if pg.version_num >= 140000 {
         assert!(report.partitions_copied > 4, "{report:?}");

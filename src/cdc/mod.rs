@@ -24,7 +24,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Mode, Settings};
+use crate::config::{Mode, Settings, TruncateMode};
 use crate::error::{self, Class};
 use crate::metrics::health::{self, Phase};
 use crate::sink::client as ch_client;
@@ -475,6 +475,12 @@ async fn apply_message(
                     table: plan.source.display(),
                     source,
                 })?;
+        }
+        Message::Truncate(t) if settings.pipeline.truncate == TruncateMode::Ignore => {
+            tracing::info!(
+                relations = t.relation_ids.len(),
+                "TRUNCATE ignored (pipeline.truncate = \"ignore\"): the ClickHouse rows stay"
+            );
         }
         Message::Truncate(t) => {
             // Rows of other tables before the TRUNCATE must land first.

@@ -99,6 +99,17 @@ pub enum Mode {
     CdcOnly,
 }
 
+/// What a TRUNCATE in the stream does to the ClickHouse table.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TruncateMode {
+    /// Empty the ClickHouse table too (the default: it mirrors Postgres).
+    #[default]
+    Apply,
+    /// Keep the rows in ClickHouse (an archive that outlives Postgres' retention).
+    Ignore,
+}
+
 impl Mode {
     /// Whether this mode needs a replication connection and a slot.
     pub fn streams(self) -> bool {
@@ -191,6 +202,8 @@ pub struct PipelineConfig {
     /// Bytes of pending row images across all tables (MiB); reaching it flushes every
     /// batch, a large transaction in parts.
     pub memory_budget_mb: Option<u64>,
+    /// `apply` (default) or `ignore`.
+    pub truncate: TruncateMode,
 }
 
 /// Default pipeline byte budget: pending row images across all tables.
@@ -201,6 +214,7 @@ pub const DEFAULT_MEMORY_BUDGET_MB: u64 = 64;
 pub struct PipelineSettings {
     pub flush: crate::pipeline::flush::FlushPolicy,
     pub memory_budget_bytes: u64,
+    pub truncate: TruncateMode,
 }
 
 /// The `[snapshot]` section: how the initial copy runs.
@@ -486,6 +500,7 @@ fn validate_pipeline(p: &PipelineConfig) -> Result<PipelineSettings, ConfigError
             max_age: std::time::Duration::from_millis(sync_ms),
         },
         memory_budget_bytes: budget * MIB,
+        truncate: p.truncate,
     })
 }
 

@@ -105,11 +105,16 @@ impl TableBatch {
     /// value yet; they go back in with [`TableBatch::requeue`] after the others are
     /// written.
     pub fn take_unresolved_from(&mut self, from: usize, now: Instant) -> Vec<PendingRow> {
+        let waiting = |row: &PendingRow| !row.deleted && row.cells.contains(&Cell::Unresolved);
+        if !self.rows.iter().skip(from).any(waiting) {
+            // The usual case: nothing waits, nothing is rebuilt.
+            return Vec::new();
+        }
         let rows = std::mem::take(&mut self.rows);
         self.clear();
         let mut taken = Vec::new();
         for (i, row) in rows.into_iter().enumerate() {
-            if i >= from && !row.deleted && row.cells.contains(&Cell::Unresolved) {
+            if i >= from && waiting(&row) {
                 taken.push(row);
             } else {
                 self.push(row, now);
