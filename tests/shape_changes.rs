@@ -475,3 +475,49 @@ async fn truncate_ignored_by_config_keeps_the_clickhouse_rows() {
         .contains("TRUNCATE ignored"));
     assert!(pgch.terminate(Duration::from_secs(60)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_keeping_rewrite_after_the_copy_needs_nothing() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        "INSERT INTO public.orders SELECT g, g, g FROM generate_series(1, 2000) g;",
+    )
+    .unwrap();
+    let env = guide_env(pg, &src, &[]);
+    let db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path("pgch-rewrite");
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    let pg_sql = "SELECT count(*), sum(id), sum(customer_id) FROM public.orders";
+    let ch_sql = format!(
+        "SELECT count(), sum(id), sum(customer_id) FROM `{db}`.`public_orders` FINAL WHERE _is_deleted = 0"
+    );
+    wait_same(
+        pg,
+        &src.database,
+        pg_sql,
+        &ch_sql,
+        Duration::from_secs(60),
+        &log,
+    )
+    .await;
+    // VACUUM FULL and CLUSTER move every row to a new file; no change is streamed.
+    pg.sql(
+        &src.database,
+        "DELETE FROM public.orders WHERE id % 2 = 0; VACUUM FULL public.orders;
+         CLUSTER public.orders USING orders_pkey;
+         UPDATE public.orders SET customer_id = customer_id + 1 WHERE id < 100;",
+    )
+    .unwrap();
+    wait_same(
+        pg,
+        &src.database,
+        pg_sql,
+        &ch_sql,
+        Duration::from_secs(60),
+        &log,
+    )
+    .await;
+    assert!(pgch.terminate(Duration::from_secs(60)).success());
+}
