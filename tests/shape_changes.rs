@@ -521,3 +521,112 @@ async fn a_value_keeping_rewrite_after_the_copy_needs_nothing() {
     .await;
     assert!(pgch.terminate(Duration::from_secs(60)).success());
 }
+
+/// Runs `pgch resync --table <table>` with `env` and expects success.
+fn resync_table(env: &[(String, String)], table: &str) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgch"))
+        .args(["resync", "--table", table])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pgch resync: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_attached_with_rows_are_copied_and_a_detach_or_leaf_truncate_is_one_resync_away()
+{
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        "CREATE TABLE public.m (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+         CREATE TABLE public.m_eu PARTITION OF public.m FOR VALUES IN ('eu');
+         CREATE TABLE public.m_us PARTITION OF public.m FOR VALUES IN ('us');
+         INSERT INTO public.m SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 1000) g;
+         ALTER PUBLICATION clickpipes SET (publish_via_partition_root = true);
+         ALTER PUBLICATION clickpipes ADD TABLE public.m;",
+    )
+    .unwrap();
+    let env = guide_env(pg, &src, &[]);
+    let db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path("pgch-partitions");
+    let pg_sql = "SELECT count(*), sum(id), sum(v), count(DISTINCT region) FROM public.m";
+    let ch_sql = format!(
+        "SELECT count(), sum(id), sum(v), uniqExact(region) FROM `{db}`.`public_m` FINAL WHERE _is_deleted = 0"
+    );
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    wait_same(
+        pg,
+        &src.database,
+        pg_sql,
+        &ch_sql,
+        Duration::from_secs(60),
+        &log,
+    )
+    .await;
+
+    // ATTACH streams no rows: pgch notices the new leaf and copies it.
+    pg.sql(
+        &src.database,
+        "CREATE TABLE public.m_ap (LIKE public.m INCLUDING ALL);
+         INSERT INTO public.m_ap SELECT g, 'ap', g FROM generate_series(5001, 5300) g;
+         ALTER TABLE public.m ATTACH PARTITION public.m_ap FOR VALUES IN ('ap');
+         UPDATE public.m SET v = v + 1 WHERE id % 10 = 1;",
+    )
+    .unwrap();
+    wait_same(
+        pg,
+        &src.database,
+        pg_sql,
+        &ch_sql,
+        Duration::from_secs(90),
+        &log,
+    )
+    .await;
+
+    // A leaf TRUNCATE or DETACH publishes nothing: pgch stops, naming the one command
+    // that fixes it; after it the table is equal again and streaming goes on.
+    let mut pgch = pgch;
+    for (breakage, what) in [
+        ("TRUNCATE public.m_us;", "was truncated"),
+        (
+            "ALTER TABLE public.m DETACH PARTITION public.m_eu;",
+            "was detached",
+        ),
+    ] {
+        pg.sql(&src.database, breakage).unwrap();
+        let status = tokio::task::spawn_blocking(move || pgch.wait(Duration::from_secs(90)))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("pgch kept running after `{breakage}`"));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(status.code(), Some(1), "{text}");
+        assert!(
+            text.contains(what) && text.contains("pgch resync --table public.m"),
+            "{text}"
+        );
+        resync_table(&env, "public.m");
+        pgch = PgchProcess::run(&env, &[], log.clone());
+        pg.sql(
+            &src.database,
+            "UPDATE public.m SET v = v + 1 WHERE id % 7 = 0;",
+        )
+        .unwrap();
+        wait_same(
+            pg,
+            &src.database,
+            pg_sql,
+            &ch_sql,
+            Duration::from_secs(90),
+            &log,
+        )
+        .await;
+    }
+    assert!(pgch.terminate(Duration::from_secs(60)).success());
+}

@@ -170,6 +170,26 @@ impl Applier {
             .contains_key(&format!("{}.{}", r.namespace, r.name))
     }
 
+    /// Routes a leaf partition's Relation to the lane of its published root, when the
+    /// leaf has the root's columns in the root's order (its tuples then fit the root's
+    /// table); returns whether it did.
+    pub fn alias_leaf(&mut self, r: &Relation, root: u32) -> bool {
+        let Some(lane) = self.lanes.iter().position(|l| l.plan.source.oid == root) else {
+            return false;
+        };
+        let same_columns = self.lanes[lane]
+            .plan
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .eq(r.columns.iter().map(|c| c.name.as_str()));
+        if same_columns {
+            self.by_name
+                .insert(format!("{}.{}", r.namespace, r.name), lane);
+        }
+        same_columns
+    }
+
     /// Adds lanes for tables that joined the publication.
     pub fn add_tables(&mut self, plans: &[Arc<TablePlan>]) {
         for plan in plans {

@@ -8,7 +8,7 @@
 //! 3), which also waits out a transaction that wrote to the table before the join and
 //! commits after it. A table that leaves is reported; its ClickHouse table is kept.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::config::Settings;
@@ -70,4 +70,206 @@ pub async fn poll(
         Some((prepared, xmax))
     };
     Ok(Changes { joined, left })
+}
+
+/// One leaf of a published partitioned table, as last seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    pub filenode: u32,
+    pub has_rows: bool,
+}
+
+/// What happened to a partition tree since the last look.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TreeChanges {
+    /// Leaves attached (or created) holding rows: to be copied into the parent's table.
+    pub attached: Vec<Leaf>,
+    /// Why the parent must be resynced: a leaf with rows detached or dropped, or
+    /// emptied by a TRUNCATE — none of which `publish_via_partition_root` publishes.
+    pub resync: Option<String>,
+}
+
+/// The leaves of every published partitioned table (DESIGN.md rule 8).
+#[derive(Debug, Default)]
+pub struct Partitions {
+    trees: HashMap<u32, BTreeMap<u32, Leaf>>,
+}
+
+impl Partitions {
+    /// Looks at the tree of `parent`; the first look only remembers it.
+    pub async fn poll(
+        &mut self,
+        pg: &tokio_postgres::Client,
+        parent: &TablePlan,
+    ) -> Result<TreeChanges, SnapshotError> {
+        let now = leaves(pg, parent.source.oid).await?;
+        let Some(before) = self.trees.insert(parent.source.oid, now.clone()) else {
+            return Ok(TreeChanges::default());
+        };
+        Ok(compare(&parent.source.display(), &before, &now))
+    }
+}
+
+/// The changes between two looks at one tree (pure).
+pub fn compare(
+    parent: &str,
+    before: &BTreeMap<u32, Leaf>,
+    now: &BTreeMap<u32, Leaf>,
+) -> TreeChanges {
+    let mut changes = TreeChanges::default();
+    for (oid, leaf) in now {
+        match before.get(oid) {
+            None if leaf.has_rows => changes.attached.push(leaf.clone()),
+            None => {}
+            Some(old) if old.has_rows && !leaf.has_rows && old.filenode != leaf.filenode => {
+                changes.resync = Some(format!(
+                    "partition {}.{} of {parent} was truncated, which publish_via_partition_root does not publish",
+                    leaf.schema, leaf.name
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for (oid, leaf) in before {
+        if !now.contains_key(oid) && leaf.has_rows {
+            changes.resync = Some(format!(
+                "partition {}.{} of {parent} was detached or dropped with its rows, which publish_via_partition_root does not publish",
+                leaf.schema, leaf.name
+            ));
+        }
+    }
+    changes
+}
+
+async fn leaves(
+    pg: &tokio_postgres::Client,
+    parent: u32,
+) -> Result<BTreeMap<u32, Leaf>, SnapshotError> {
+    let rows = pg
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text, coalesce(pg_relation_filenode(c.oid), 0)::oid
+               FROM pg_catalog.pg_partition_tree($1::oid) t
+               JOIN pg_catalog.pg_class c ON c.oid = t.relid
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE t.isleaf",
+            &[&parent],
+        )
+        .await
+        .map_err(SnapshotError::Catalog)?;
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let (oid, schema, name, filenode): (u32, String, String, u32) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        let has_rows: bool = pg
+            .query_one(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM {}.{})",
+                    catalog::quote_ident(&schema),
+                    catalog::quote_ident(&name)
+                ),
+                &[],
+            )
+            .await
+            .map_err(SnapshotError::Catalog)?
+            .get(0);
+        out.insert(
+            oid,
+            Leaf {
+                oid,
+                schema,
+                name,
+                filenode,
+                has_rows,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The published partitioned table a relation is a leaf of (`pg_partition_root`), if
+/// any: its changes may come under the leaf's own name, and belong to the root's table.
+pub async fn partition_root(
+    pg: &tokio_postgres::Client,
+    relation: u32,
+) -> Result<Option<u32>, SnapshotError> {
+    let row = pg
+        .query_one(
+            "SELECT pg_partition_root($1::oid)::oid, (SELECT relispartition FROM pg_catalog.pg_class WHERE oid = $1::oid)",
+            &[&relation],
+        )
+        .await
+        .map_err(SnapshotError::Catalog)?;
+    let (root, is_partition): (Option<u32>, Option<bool>) = (row.get(0), row.get(1));
+    Ok(root.filter(|r| is_partition == Some(true) && *r != relation))
+}
+
+/// The parent's plan reading from one leaf: the same columns (by name) into the same
+/// ClickHouse table.
+pub fn leaf_plan(parent: &TablePlan, leaf: &Leaf) -> TablePlan {
+    let mut plan = parent.clone();
+    plan.source.oid = leaf.oid;
+    plan.source.schema = leaf.schema.clone();
+    plan.source.name = leaf.name.clone();
+    plan.source.relkind = "r".into();
+    plan.source.is_partition = true;
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(oid: u32, filenode: u32, has_rows: bool) -> Leaf {
+        Leaf {
+            oid,
+            schema: "public".into(),
+            name: format!("p{oid}"),
+            filenode,
+            has_rows,
+        }
+    }
+
+    fn tree(leaves: &[Leaf]) -> BTreeMap<u32, Leaf> {
+        leaves.iter().map(|l| (l.oid, l.clone())).collect()
+    }
+
+    #[test]
+    fn attach_copies_detach_and_leaf_truncate_resync_and_vacuum_full_is_nothing() {
+        let before = tree(&[leaf(1, 10, true), leaf(2, 20, false)]);
+        let attached = compare(
+            "t",
+            &before,
+            &tree(&[leaf(1, 10, true), leaf(2, 20, false), leaf(3, 30, true)]),
+        );
+        assert_eq!(attached.attached, vec![leaf(3, 30, true)]);
+        assert_eq!(attached.resync, None);
+        let empty_attach = compare(
+            "t",
+            &before,
+            &tree(&[leaf(1, 10, true), leaf(2, 20, false), leaf(3, 30, false)]),
+        );
+        assert_eq!(empty_attach, TreeChanges::default());
+        let detached = compare("t", &before, &tree(&[leaf(2, 20, false)]));
+        assert!(detached.resync.unwrap().contains("p1 of t was detached"));
+        assert_eq!(
+            compare("t", &before, &tree(&[leaf(1, 10, true)])),
+            TreeChanges::default(),
+            "an empty leaf left"
+        );
+        let truncated = compare(
+            "t",
+            &before,
+            &tree(&[leaf(1, 11, false), leaf(2, 20, false)]),
+        );
+        assert!(truncated.resync.unwrap().contains("truncated"));
+        let vacuumed = compare(
+            "t",
+            &before,
+            &tree(&[leaf(1, 11, true), leaf(2, 20, false)]),
+        );
+        assert_eq!(vacuumed, TreeChanges::default());
+    }
 }

@@ -100,7 +100,15 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
         opts: opts.clone(),
         server_version: prepared.server_version,
         left: BTreeSet::new(),
+        partitions: membership::Partitions::default(),
     };
+
+    // The partition trees as they are now: later looks compare with this.
+    for parent in applier.plans() {
+        if parent.source.relkind == "p" {
+            tracker.partitions.poll(&pg, &parent).await?;
+        }
+    }
 
     tokio::pin!(shutdown);
     let mut backoff = RECONNECT_MIN;
@@ -201,6 +209,7 @@ struct Tracker {
     server_version: u32,
     /// Tables already reported as having left.
     left: BTreeSet<String>,
+    partitions: membership::Partitions,
 }
 
 impl Tracker {
@@ -230,6 +239,31 @@ impl Tracker {
         for table in changes.left {
             if self.left.insert(table.clone()) {
                 tracing::warn!(table = %table, "table left the publication: its changes are no longer streamed; its ClickHouse table is kept as it is");
+            }
+        }
+        // Partition trees: an ATTACH streams no rows, a DETACH, DROP or TRUNCATE of a
+        // leaf publishes nothing under publish_via_partition_root (rule 8).
+        let xmax = membership::current_xmax(pg).await?;
+        for parent in applier.plans() {
+            if parent.source.relkind != "p" {
+                continue;
+            }
+            let tree = self.partitions.poll(pg, &parent).await?;
+            if let Some(detail) = tree.resync {
+                return Err(RunError::Apply(ApplyError::SchemaChanged {
+                    table: parent.source.display(),
+                    detail,
+                }));
+            }
+            for leaf in tree.attached {
+                tracing::info!(table = %parent.source.display(), partition = %format!("{}.{}", leaf.schema, leaf.name), "partition attached with rows; copying it");
+                copies.start(
+                    snapshot::Prepared {
+                        plans: vec![Arc::new(membership::leaf_plan(&parent, &leaf))],
+                        server_version: self.server_version,
+                    },
+                    Some(xmax),
+                );
             }
         }
         Ok(())
@@ -388,8 +422,14 @@ async fn stream_session(
                         .map_err(|source| RunError::Decode { lsn: start, source })?;
                     if let Message::Relation(r) = &msg {
                         if !applier.knows(r) {
-                            // A table that joined and was written before the poll saw it.
+                            // A table that joined and was written before the poll saw
+                            // it, or a leaf whose changes come under its own name.
                             tracker.poll(&pg, settings, applier, copies).await?;
+                            if !applier.knows(r) {
+                                if let Some(root) = membership::partition_root(&pg, r.id).await? {
+                                    applier.alias_leaf(r, root);
+                                }
+                            }
                         }
                     }
                     apply_message(applier, &msg, start, &mut in_stream, &pg, ch, settings).await?;

@@ -220,7 +220,9 @@ pub async fn copy_all(
     let mut planned = Vec::new();
     for plan in plans {
         let progress = Arc::new(TableProgress::default());
-        if done.contains_key(&keys::snapshot_complete(&plan.dest)) {
+        // A partition attached later is copied even into a table whose own copy is
+        // complete (a TRUNCATE or a resync marked it so).
+        if done.contains_key(&keys::snapshot_complete(&plan.dest)) && !plan.source.is_partition {
             report.tables.insert(plan.dest.clone(), progress);
             continue;
         }
