@@ -163,12 +163,12 @@ async fn run(config: Option<&std::path::Path>) -> i32 {
         .streams()
         .then(|| AbortOnDrop(crate::metrics::slot::spawn(&settings)));
     let signal = shutdown_signal();
-    let shutdown = async {
+    let shutdown = async move {
         signal.await;
         health::set_phase(Phase::Stopping);
     };
     if settings.mode != crate::config::Mode::SnapshotOnly {
-        return match crate::cdc::run(&settings, shutdown).await {
+        return match crate::cdc::run_resyncing(&settings, shutdown).await {
             Ok(()) => 0,
             Err(e) => match e.classify() {
                 crate::error::Class::Fatal { fix } if !fix.is_empty() => {

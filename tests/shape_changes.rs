@@ -630,3 +630,63 @@ async fn partitions_attached_with_rows_are_copied_and_a_detach_or_leaf_truncate_
     }
     assert!(pgch.terminate(Duration::from_secs(60)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auto_resync_a_type_change_is_resynced_and_streaming_goes_on() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        "CREATE TABLE public.t2 (id int PRIMARY KEY, d text);
+         INSERT INTO public.t2 SELECT g, 'd' || g FROM generate_series(1, 200) g;
+         ALTER PUBLICATION clickpipes ADD TABLE public.t2;",
+    )
+    .unwrap();
+    let env = guide_env(pg, &src, &[("PGCH__PIPELINE__AUTO_RESYNC", "true")]);
+    let db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path("pgch-auto-resync");
+    let mut pgch = PgchProcess::run(&env, &[], log.clone());
+    let t = format!("`{db}`.`public_t2` FINAL WHERE _is_deleted = 0");
+    wait_same(
+        pg,
+        &src.database,
+        "SELECT count(*), sum(length(d)) FROM public.t2",
+        &format!("SELECT count(), sum(lengthUTF8(d)) FROM {t}"),
+        Duration::from_secs(60),
+        &log,
+    )
+    .await;
+    // text -> int is no widening: the table is copied again into a shadow and swapped in.
+    pg.sql(
+        &src.database,
+        "UPDATE public.t2 SET d = d || '!' WHERE id <= 5;
+         ALTER TABLE public.t2 ALTER COLUMN d TYPE int USING length(d);
+         UPDATE public.t2 SET d = d * 100 WHERE id % 3 = 0; DELETE FROM public.t2 WHERE id > 190;",
+    )
+    .unwrap();
+    wait_same(
+        pg,
+        &src.database,
+        "SELECT count(*), sum(d) FROM public.t2",
+        &format!("SELECT count(), sum(d) FROM {t}"),
+        Duration::from_secs(120),
+        &log,
+    )
+    .await;
+    pg.sql(&src.database, "UPDATE public.t2 SET d = 1 WHERE id = 1;")
+        .unwrap();
+    wait_same(
+        pg,
+        &src.database,
+        "SELECT count(*), sum(d) FROM public.t2",
+        &format!("SELECT count(), sum(d) FROM {t}"),
+        Duration::from_secs(60),
+        &log,
+    )
+    .await;
+    assert!(pgch.try_status().is_none(), "pgch streams on");
+    assert!(std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("resyncing automatically"));
+    assert!(pgch.terminate(Duration::from_secs(60)).success());
+}

@@ -56,11 +56,61 @@ pub enum RunError {
     Walsender(#[from] crate::source::walsender::WalsenderError),
     #[error(transparent)]
     Stream(#[from] crate::source::stream::StreamError),
+    #[error("the automatic resync failed: {0}")]
+    Resync(String),
     #[error("cannot decode the change at {lsn}: {source}")]
     Decode {
         lsn: crate::lsn::Lsn,
         source: pgoutput::DecodeError,
     },
+}
+
+/// [`run`], with `pipeline.auto_resync`: when the stream needs a resync (a lost slot, a
+/// schema change that cannot be followed), runs it — every table, or the one table —
+/// and streams on. At most [`MAX_AUTO_RESYNCS`] times per start, so a cause that comes
+/// straight back stops pgch instead of copying forever.
+pub async fn run_resyncing(
+    settings: &Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    use futures_util::FutureExt;
+    let shutdown = shutdown.boxed().shared();
+    let mut resyncs = 0;
+    loop {
+        let outcome = run(settings, shutdown.clone()).await;
+        let scope = match &outcome {
+            Err(e) if settings.pipeline.auto_resync && resyncs < MAX_AUTO_RESYNCS => {
+                e.resync_scope()
+            }
+            _ => None,
+        };
+        let Some(tables) = scope else {
+            return outcome;
+        };
+        resyncs += 1;
+        if let Err(e) = &outcome {
+            tracing::warn!(error = %e, tables = ?tables, "resyncing automatically (pipeline.auto_resync)");
+        }
+        resync_when_free(settings, &tables).await?;
+    }
+}
+
+/// Automatic resyncs per start before pgch gives up.
+pub const MAX_AUTO_RESYNCS: u32 = 3;
+
+/// Runs the resync once the walsender of the stopped stream has let go of the slot.
+async fn resync_when_free(settings: &Settings, tables: &[String]) -> Result<(), RunError> {
+    let mut tries = 0;
+    loop {
+        match crate::resync::run(settings, tables).await {
+            Ok(_) => return Ok(()),
+            Err(crate::resync::ResyncError::Slot(SlotError::InUse { .. })) if tries < 30 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(RunError::Resync(e.to_string())),
+        }
+    }
 }
 
 /// Runs until `shutdown` resolves (then flushes, acknowledges and returns) or a fatal error.
@@ -323,6 +373,16 @@ enum SessionEnd {
 }
 
 impl RunError {
+    /// What a resync would fix: `Some(vec![])` for every table (the slot is gone or
+    /// lost), `Some(vec![table])` for one table; `None` when a resync is not the fix.
+    pub fn resync_scope(&self) -> Option<Vec<String>> {
+        match self {
+            RunError::Slot(SlotError::ResyncRequired(_)) => Some(Vec::new()),
+            RunError::Apply(ApplyError::SchemaChanged { table, .. }) => Some(vec![table.clone()]),
+            _ => None,
+        }
+    }
+
     /// Retry or stop with a fix (one classification: [`crate::error`]).
     pub fn classify(&self) -> Class {
         use crate::source::stream::StreamError;
@@ -351,7 +411,9 @@ impl RunError {
             },
             RunError::Slot(slot::SlotError::Sink(e)) => error::clickhouse(e),
             // The message itself says what to do.
-            RunError::Slot(_) | RunError::Decode { .. } => Class::Fatal { fix: String::new() },
+            RunError::Slot(_) | RunError::Decode { .. } | RunError::Resync(_) => {
+                Class::Fatal { fix: String::new() }
+            }
         }
     }
 
@@ -393,66 +455,84 @@ async fn stream_session(
     membership_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     membership_tick.reset();
     let mut in_stream = false;
-    let end = loop {
-        health::heartbeat(STREAM_TASK);
-        // Wake at least every few seconds so the heartbeat flows while idle.
-        let wait = applier
-            .time_left(Instant::now())
-            .unwrap_or(IDLE_WAKE)
-            .min(IDLE_WAKE);
-        let event = tokio::select! {
-            e = stream.next() => match e {
-                Some(e) => Some(e?),
-                None => break SessionEnd::Ended,
-            },
-            // A batch came of age with no event to carry the flush check.
-            _ = tokio::time::sleep(wait) => None,
-            _ = shutdown.as_mut() => break SessionEnd::Shutdown,
-            e = copies.failed() => return Err(e),
-            _ = membership_tick.tick() => {
-                tracker.poll(&pg, settings, applier, copies).await?;
-                None
-            }
-        };
-        if let Some(event) = event {
-            match event {
-                StreamEvent::XLogData { start, payload, .. } => {
-                    let ctx = DecodeContext { in_stream };
-                    let msg = pgoutput::decode(&payload, ctx)
-                        .map_err(|source| RunError::Decode { lsn: start, source })?;
-                    if let Message::Relation(r) = &msg {
-                        if !applier.knows(r) {
-                            // A table that joined and was written before the poll saw
-                            // it, or a leaf whose changes come under its own name.
-                            tracker.poll(&pg, settings, applier, copies).await?;
+    let outcome = async {
+        Ok::<_, RunError>(loop {
+            health::heartbeat(STREAM_TASK);
+            // Wake at least every few seconds so the heartbeat flows while idle.
+            let wait = applier
+                .time_left(Instant::now())
+                .unwrap_or(IDLE_WAKE)
+                .min(IDLE_WAKE);
+            let event = tokio::select! {
+                e = stream.next() => match e {
+                    Some(e) => Some(e?),
+                    None => break SessionEnd::Ended,
+                },
+                // A batch came of age with no event to carry the flush check.
+                _ = tokio::time::sleep(wait) => None,
+                _ = shutdown.as_mut() => break SessionEnd::Shutdown,
+                e = copies.failed() => return Err(e),
+                _ = membership_tick.tick() => {
+                    tracker.poll(&pg, settings, applier, copies).await?;
+                    None
+                }
+            };
+            if let Some(event) = event {
+                match event {
+                    StreamEvent::XLogData { start, payload, .. } => {
+                        let ctx = DecodeContext { in_stream };
+                        let msg = pgoutput::decode(&payload, ctx)
+                            .map_err(|source| RunError::Decode { lsn: start, source })?;
+                        if let Message::Relation(r) = &msg {
                             if !applier.knows(r) {
-                                if let Some(root) = membership::partition_root(&pg, r.id).await? {
-                                    applier.alias_leaf(r, root);
+                                // A table that joined and was written before the poll saw
+                                // it, or a leaf whose changes come under its own name.
+                                tracker.poll(&pg, settings, applier, copies).await?;
+                                if !applier.knows(r) {
+                                    if let Some(root) =
+                                        membership::partition_root(&pg, r.id).await?
+                                    {
+                                        applier.alias_leaf(r, root);
+                                    }
                                 }
                             }
                         }
+                        apply_message(applier, &msg, start, &mut in_stream, &pg, ch, settings)
+                            .await?;
                     }
-                    apply_message(applier, &msg, start, &mut in_stream, &pg, ch, settings).await?;
-                }
-                StreamEvent::Keepalive { wal_end, .. } => {
-                    if !applier.has_rows() && !applier.has_pending_commits() {
-                        applier.ledger.keepalive(wal_end);
-                        let safe = applier.ledger.safe_lsn();
-                        feedback.confirm(safe);
-                        metrics.acknowledged(safe);
-                        if !applier.ledger.in_transaction() {
-                            metrics.caught_up();
+                    StreamEvent::Keepalive { wal_end, .. } => {
+                        if !applier.has_rows() && !applier.has_pending_commits() {
+                            applier.ledger.keepalive(wal_end);
+                            let safe = applier.ledger.safe_lsn();
+                            feedback.confirm(safe);
+                            metrics.acknowledged(safe);
+                            if !applier.ledger.in_transaction() {
+                                metrics.caught_up();
+                            }
                         }
                     }
                 }
             }
-        }
-        if applier.flush_due(Instant::now())
-            || (!applier.has_rows() && applier.has_pending_commits())
-        {
-            let safe = applier.flush(&pg, ch, dest).await?;
+            if applier.flush_due(Instant::now())
+                || (!applier.has_rows() && applier.has_pending_commits())
+            {
+                let safe = applier.flush(&pg, ch, dest).await?;
+                feedback.confirm_now(safe);
+                metrics.acknowledged(safe);
+            }
+        })
+    }
+    .await;
+    let end = match outcome {
+        Ok(end) => end,
+        Err(e) => {
+            // Whatever is durable is acknowledged before stopping: a restart (after the
+            // fix, e.g. a resync) resumes after it, not before it.
+            let safe = applier.ledger.safe_lsn();
             feedback.confirm_now(safe);
             metrics.acknowledged(safe);
+            stream.shutdown().await;
+            return Err(e);
         }
     };
     // Write what is pending, acknowledge it, say goodbye to the walsender.

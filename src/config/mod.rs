@@ -204,6 +204,9 @@ pub struct PipelineConfig {
     pub memory_budget_mb: Option<u64>,
     /// `apply` (default) or `ignore`.
     pub truncate: TruncateMode,
+    /// Run `pgch resync` by itself when the stream needs one (a lost slot, a schema
+    /// change that cannot be followed in place), then go on streaming.
+    pub auto_resync: bool,
 }
 
 /// Default pipeline byte budget: pending row images across all tables.
@@ -215,6 +218,7 @@ pub struct PipelineSettings {
     pub flush: crate::pipeline::flush::FlushPolicy,
     pub memory_budget_bytes: u64,
     pub truncate: TruncateMode,
+    pub auto_resync: bool,
 }
 
 /// The `[snapshot]` section: how the initial copy runs.
@@ -501,6 +505,7 @@ fn validate_pipeline(p: &PipelineConfig) -> Result<PipelineSettings, ConfigError
         },
         memory_budget_bytes: budget * MIB,
         truncate: p.truncate,
+        auto_resync: p.auto_resync,
     })
 }
 
