@@ -542,6 +542,10 @@ fn resync_table(env: &[(String, String)], table: &str) {
 async fn partitions_attached_with_rows_are_copied_and_a_detach_or_leaf_truncate_is_one_resync_away()
 {
     let pg = PgCluster::shared();
+    if pg.version_num < 130_000 {
+        eprintln!("skipped: Postgres 12 cannot publish partitioned tables (no publish_via_partition_root)");
+        return;
+    }
     let src = guide_source(pg, None, PublicationShape::ForTable);
     pg.sql(
         &src.database,

@@ -71,7 +71,7 @@ pub async fn published_columns(
          ) \
          SELECT a.attnum, a.attname::text, bt.oid, bt.typname::text, bt.typtype::text, \
                 CASE WHEN a.atttypmod <> -1 THEN a.atttypmod ELSE coalesce(b.typtypmod, -1) END, \
-                a.attnotnull OR coalesce(b.typnotnull, false), a.attndims, \
+                a.attnotnull OR coalesce(b.typnotnull, false), a.attndims::int4, \
                 et.oid, et.typname::text, et.typtype::text, coalesce(eb.typtypmod, -1) \
            FROM pg_catalog.pg_attribute a \
            JOIN base b ON b.start = a.atttypid \
