@@ -636,7 +636,8 @@ async fn partitions_attached_with_rows_are_copied_and_a_detach_or_leaf_truncate_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_auto_resync_a_type_change_is_resynced_and_streaming_goes_on() {
+async fn with_auto_resync_a_type_change_and_a_volatile_default_are_resynced_and_streaming_goes_on()
+{
     let pg = PgCluster::shared();
     let src = guide_source(pg, None, PublicationShape::ForTable);
     pg.sql(
@@ -677,7 +678,23 @@ async fn with_auto_resync_a_type_change_is_resynced_and_streaming_goes_on() {
         &log,
     )
     .await;
-    pg.sql(&src.database, "UPDATE public.t2 SET d = 1 WHERE id = 1;")
+    // A volatile default rewrites the table without streaming the values: resynced too.
+    pg.sql(
+        &src.database,
+        "ALTER TABLE public.t2 ADD COLUMN r float8 DEFAULT random();
+         UPDATE public.t2 SET d = 1 WHERE id = 1;",
+    )
+    .unwrap();
+    wait_same(
+        pg,
+        &src.database,
+        "SELECT count(*), sum(d), round(sum(r)::numeric, 6) FROM public.t2",
+        &format!("SELECT count(), sum(d), toDecimalString(round(sum(r), 6), 6) FROM {t}"),
+        Duration::from_secs(120),
+        &log,
+    )
+    .await;
+    pg.sql(&src.database, "UPDATE public.t2 SET d = 2 WHERE id = 2;")
         .unwrap();
     wait_same(
         pg,

@@ -378,7 +378,11 @@ impl RunError {
     pub fn resync_scope(&self) -> Option<Vec<String>> {
         match self {
             RunError::Slot(SlotError::ResyncRequired(_)) => Some(Vec::new()),
-            RunError::Apply(ApplyError::SchemaChanged { table, .. }) => Some(vec![table.clone()]),
+            RunError::Apply(ApplyError::SchemaChanged { table, .. })
+            | RunError::Snapshot(snapshot::SnapshotError::IncompatibleTable {
+                source_table: table,
+                ..
+            }) => Some(vec![table.clone()]),
             _ => None,
         }
     }

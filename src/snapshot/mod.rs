@@ -91,7 +91,12 @@ pub enum SnapshotError {
     #[error("a copy worker failed: {0}")]
     Worker(String),
     #[error("ClickHouse table {table} does not match the source: it {problem}; drop it to start over, or run `pgch resync` for this table")]
-    IncompatibleTable { table: String, problem: String },
+    IncompatibleTable {
+        table: String,
+        problem: String,
+        /// The source table (`schema.table`), which a resync would copy again.
+        source_table: String,
+    },
 }
 
 impl SnapshotError {
@@ -496,6 +501,7 @@ async fn check_compatible(
     let incompatible = |problem: String| SnapshotError::IncompatibleTable {
         table: table.clone(),
         problem,
+        source_table: plan.source.display(),
     };
     let unexplained: Vec<&String> = existing
         .keys()
