@@ -64,8 +64,18 @@ pub fn tokio_postgres(e: &tokio_postgres::Error) -> Class {
     }
     match e.as_db_error() {
         Some(db) => postgres(db.code().code(), db.message()),
-        // No server answer at all: the connection broke or timed out.
-        None => Class::Retry,
+        None => {
+            // No server answer: an I/O failure (the connection broke or timed out) is
+            // retried; anything else — an unexpected row count, a type that does not
+            // convert — would fail again the same way.
+            let io = std::error::Error::source(e)
+                .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
+            if io {
+                Class::Retry
+            } else {
+                Class::fatal(format!("unexpected answer from Postgres: {e}"))
+            }
+        }
     }
 }
 

@@ -594,6 +594,26 @@ async fn partitions_attached_with_rows_are_copied_and_a_detach_or_leaf_truncate_
     )
     .await;
 
+    // A TRUNCATE of the root is streamed; a partition attached after it is still copied.
+    pg.sql(
+        &src.database,
+        "TRUNCATE public.m;
+         INSERT INTO public.m SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 400) g;
+         CREATE TABLE public.m_sa (LIKE public.m INCLUDING ALL);
+         INSERT INTO public.m_sa SELECT g, 'sa', g FROM generate_series(7001, 7100) g;
+         ALTER TABLE public.m ATTACH PARTITION public.m_sa FOR VALUES IN ('sa');",
+    )
+    .unwrap();
+    wait_same(
+        pg,
+        &src.database,
+        pg_sql,
+        &ch_sql,
+        Duration::from_secs(90),
+        &log,
+    )
+    .await;
+
     // A leaf TRUNCATE or DETACH publishes nothing: pgch stops, naming the one command
     // that fixes it; after it the table is equal again and streaming goes on.
     let mut pgch = pgch;

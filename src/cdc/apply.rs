@@ -5,7 +5,7 @@
 //! then goes to the slot (DESIGN.md rule 5). A failed insert is retried with the same
 //! rows (they are versioned: a repeat converges), so nothing is lost or reordered.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,8 @@ struct Lane {
     batch: TableBatch,
     /// Columns (name, type, typmod) of the last Relation message of this session.
     last_relation: Option<Vec<(String, u32, i32)>>,
+    /// The table's column names as the catalog last showed them.
+    live: BTreeSet<String>,
     /// Changes received since the last report: inserts, updates, deletes.
     received: [u64; 3],
 }
@@ -90,10 +92,10 @@ pub enum Change {
 /// The apply side of the pipeline: relations, batches, ledger.
 pub struct Applier {
     lanes: Vec<Lane>,
-    /// Per lane, the first row of the open transaction.
-    open_from: Vec<usize>,
     /// `server_version_num` of the source, for catalog reads.
     server_version: u32,
+    /// Source tables (oids) a streamed TRUNCATE emptied since the membership poll.
+    truncated: Vec<u32>,
     control: Arc<CopyControl>,
     by_name: HashMap<String, usize>,
     relations: HashMap<Oid, usize>,
@@ -131,6 +133,7 @@ impl Applier {
                     .collect();
                 Lane {
                     batch: TableBatch::new(plan.columns.len(), keys),
+                    live: plan.columns.iter().map(|c| c.name.clone()).collect(),
                     plan,
                     last_relation: None,
                     received: [0; 3],
@@ -138,8 +141,8 @@ impl Applier {
             })
             .collect();
         Applier {
-            open_from: vec![0; lanes.len()],
             server_version: 0,
+            truncated: Vec::new(),
             lanes,
             control,
             by_name,
@@ -152,6 +155,13 @@ impl Applier {
             clamps: ClampCounts::default(),
             inserts: 0,
         }
+    }
+
+    /// Whether a streamed TRUNCATE emptied the table since the last call.
+    pub fn take_truncated(&mut self, oid: u32) -> bool {
+        let before = self.truncated.len();
+        self.truncated.retain(|o| *o != oid);
+        self.truncated.len() != before
     }
 
     /// Sets the source's `server_version_num` (catalog queries depend on it).
@@ -206,11 +216,11 @@ impl Applier {
             self.by_name.insert(plan.source.display(), self.lanes.len());
             self.lanes.push(Lane {
                 batch: TableBatch::new(plan.columns.len(), keys),
+                live: plan.columns.iter().map(|c| c.name.clone()).collect(),
                 plan: plan.clone(),
                 last_relation: None,
                 received: [0; 3],
             });
-            self.open_from.push(0);
         }
     }
 
@@ -268,13 +278,24 @@ impl Applier {
                 detail: "its shape changed inside a transaction whose earlier rows still wait for TOAST values".into(),
             });
         }
-        let change =
-            schema::reshape(pg, ch, dest, &self.lanes[lane].plan, r, self.server_version).await?;
+        let change = schema::reshape(
+            pg,
+            ch,
+            dest,
+            &self.lanes[lane].plan,
+            &self.lanes[lane].live,
+            r,
+            self.server_version,
+        )
+        .await?;
         for sql in &change.statements {
             tracing::info!(table = %table, statement = %sql, "following a schema change");
             ch_client::execute(ch, dest, sql).await?;
         }
         let plan = change.plan;
+        if !change.replayed {
+            self.lanes[lane].live = plan.columns.iter().map(|c| c.name.clone()).collect();
+        }
         let keys = plan
             .columns
             .iter()
@@ -309,12 +330,9 @@ impl Applier {
         self.relations.get(&relation).copied()
     }
 
-    /// A transaction begins: its rows start here in every batch.
+    /// A transaction begins: keepalives are not acknowledged until it commits.
     pub fn begin(&mut self) {
         self.ledger.begin();
-        for (from, lane) in self.open_from.iter_mut().zip(&self.lanes) {
-            *from = lane.batch.len();
-        }
     }
 
     /// A commit: acknowledgeable after the next flush.
@@ -353,7 +371,6 @@ impl Applier {
     /// Forgets everything not yet durable, after a lost session: the slot sends it again
     /// from its confirmed position.
     pub fn discard_in_flight(&mut self) {
-        self.open_from.iter_mut().for_each(|f| *f = 0);
         for lane in &mut self.lanes {
             lane.batch.clear();
         }
@@ -377,11 +394,11 @@ impl Applier {
         slot: &str,
     ) -> Result<(), ApplyError> {
         let table = self.lanes[lane].plan.dest.clone();
+        self.truncated.push(self.lanes[lane].plan.source.oid);
         self.control.gate(&table).cancel_and_wait().await;
         wait_for_copy_inserts(ch, dest, &table).await;
         let l = &mut self.lanes[lane];
         l.batch.clear();
-        self.open_from[lane] = 0;
         let sql = format!(
             "TRUNCATE TABLE {}.{}",
             ch_quote(&dest.database),
@@ -405,20 +422,14 @@ impl Applier {
         ch: &clickhouse::Client,
         dest: &DestinationSettings,
     ) -> Result<Lsn, ApplyError> {
-        let open = self.ledger.in_transaction();
-        let now = Instant::now();
         let mut encoded = Vec::new();
-        let mut carried = Vec::new();
         for i in 0..self.lanes.len() {
             if self.lanes[i].batch.is_empty() {
                 continue;
             }
-            // Rows of the open transaction whose TOAST value Postgres cannot show yet
-            // wait for its commit; the rest is written now.
-            if open {
-                let from = self.open_from[i];
-                carried.push((i, self.lanes[i].batch.take_unresolved_from(from, now)));
-            }
+            // Unchanged TOAST values are read now, also mid-transaction: without
+            // streaming (rule 5), pgoutput sends a transaction only after it committed,
+            // so Postgres already shows its values.
             let lane = &mut self.lanes[i];
             toast::resolve(pg, &lane.plan, &mut lane.batch).await?;
             if lane.batch.is_empty() {
@@ -457,10 +468,6 @@ impl Applier {
         for lane in &mut self.lanes {
             lane.batch.clear();
         }
-        for (i, rows) in carried {
-            self.lanes[i].batch.requeue(rows, now);
-        }
-        self.open_from.iter_mut().for_each(|f| *f = 0);
         if !self.pending.is_empty() {
             crate::failpoint::hit(crate::failpoint::AFTER_INSERT_BEFORE_ACK);
         }
@@ -561,13 +568,15 @@ const INSERT_RETRY_MAX: Duration = Duration::from_secs(10);
 /// The ClickHouse component in `/readyz`.
 const CLICKHOUSE: &str = "clickhouse";
 
-/// Waits until ClickHouse runs no copy insert of `table` any more: a copy abandoned by
-/// its client may still be finishing on the server, and must not land after the
-/// TRUNCATE. Servers that cannot tell (no `system.processes`) are taken at their word.
+/// Waits until ClickHouse runs no insert of `table` any more: a copy (or a stream
+/// insert attempt) abandoned by its client may still be finishing on the server, and
+/// must not land after the TRUNCATE. Servers that cannot tell (no `system.processes`) are taken at their word.
 async fn wait_for_copy_inserts(ch: &clickhouse::Client, dest: &DestinationSettings, table: &str) {
+    // Copies, and attempts of stream inserts abandoned by a retry, of this table.
     let sql = format!(
-        "SELECT count() FROM system.processes WHERE startsWith(query_id, '{}')",
-        crate::sink::preflight::escape_string(&copy_query_prefix(table))
+        "SELECT count() FROM system.processes WHERE startsWith(query_id, '{}') OR startsWith(query_id, '{}')",
+        crate::sink::preflight::escape_string(&copy_query_prefix(table)),
+        crate::sink::preflight::escape_string(&format!("pgch-cdc-{table}-"))
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {

@@ -99,6 +99,14 @@ pub struct Partitions {
 }
 
 impl Partitions {
+    /// A streamed TRUNCATE of the root emptied every leaf: the next look must not take
+    /// that for a leaf truncate, yet still see leaves attached meanwhile.
+    pub fn emptied(&mut self, parent: u32) {
+        if let Some(tree) = self.trees.get_mut(&parent) {
+            tree.values_mut().for_each(|leaf| leaf.has_rows = false);
+        }
+    }
+
     /// Looks at the tree of `parent`; the first look only remembers it.
     pub async fn poll(
         &mut self,
@@ -163,7 +171,7 @@ async fn leaves(
     for r in rows {
         let (oid, schema, name, filenode): (u32, String, String, u32) =
             (r.get(0), r.get(1), r.get(2), r.get(3));
-        let has_rows: bool = pg
+        let exists = pg
             .query_one(
                 &format!(
                     "SELECT EXISTS (SELECT 1 FROM {}.{})",
@@ -172,9 +180,15 @@ async fn leaves(
                 ),
                 &[],
             )
-            .await
-            .map_err(SnapshotError::Catalog)?
-            .get(0);
+            .await;
+        let has_rows: bool = match exists {
+            Ok(row) => row.try_get(0).map_err(SnapshotError::Catalog)?,
+            // Dropped between the two queries: gone, as the next look will show.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                continue
+            }
+            Err(e) => return Err(SnapshotError::Catalog(e)),
+        };
         out.insert(
             oid,
             Leaf {

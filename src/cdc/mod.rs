@@ -58,6 +58,8 @@ pub enum RunError {
     Stream(#[from] crate::source::stream::StreamError),
     #[error("the automatic resync failed: {0}")]
     Resync(String),
+    #[error("a copy task failed: {0}; restart pgch to resume the copy")]
+    CopyTask(String),
     #[error("cannot decode the change at {lsn}: {source}")]
     Decode {
         lsn: crate::lsn::Lsn,
@@ -173,7 +175,7 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
             shutdown.as_mut(),
         );
         match session.await {
-            Ok(SessionEnd::Shutdown) => break Ok(()),
+            Ok(SessionEnd::Shutdown | SessionEnd::Abandoned) => break Ok(()),
             Ok(SessionEnd::Ended) => {
                 tracing::warn!("the server ended the replication stream; reconnecting");
             }
@@ -241,9 +243,8 @@ impl Copies {
                 None => return std::future::pending().await,
                 Some(Ok(Ok(()))) => continue,
                 Some(Ok(Err(e))) => return RunError::from(e),
-                Some(Err(e)) => {
-                    return RunError::Snapshot(snapshot::SnapshotError::Worker(e.to_string()))
-                }
+                // Nothing restarts a copy task that panicked: stop, a restart resumes it.
+                Some(Err(e)) => return RunError::CopyTask(e.to_string()),
             }
         }
     }
@@ -286,6 +287,15 @@ impl Tracker {
             applier.add_tables(&prepared.plans);
             copies.start(prepared, Some(xmax));
         }
+        // A table that left and came back missed the changes in between: a version-0
+        // copy cannot remove what was deleted then, so only a resync makes it equal.
+        let still_left: BTreeSet<String> = changes.left.iter().cloned().collect();
+        if let Some(back) = self.left.iter().find(|t| !still_left.contains(*t)) {
+            return Err(RunError::Apply(ApplyError::SchemaChanged {
+                table: back.clone(),
+                detail: "it left the publication and joined again; its changes in between were not streamed".into(),
+            }));
+        }
         for table in changes.left {
             if self.left.insert(table.clone()) {
                 tracing::warn!(table = %table, "table left the publication: its changes are no longer streamed; its ClickHouse table is kept as it is");
@@ -297,6 +307,11 @@ impl Tracker {
         for parent in applier.plans() {
             if parent.source.relkind != "p" {
                 continue;
+            }
+            if applier.take_truncated(parent.source.oid) {
+                // The streamed TRUNCATE of the root emptied every leaf; that is no leaf
+                // truncate to resync for.
+                self.partitions.emptied(parent.source.oid);
             }
             let tree = self.partitions.poll(pg, &parent).await?;
             if let Some(detail) = tree.resync {
@@ -368,6 +383,8 @@ const RECONNECT_MAX: Duration = Duration::from_secs(30);
 enum SessionEnd {
     /// Shutdown was asked for; everything durable is acknowledged.
     Shutdown,
+    /// Shutdown was asked for during a flush that could not finish (ClickHouse away).
+    Abandoned,
     /// The server closed the stream cleanly.
     Ended,
 }
@@ -378,6 +395,21 @@ impl RunError {
     pub fn resync_scope(&self) -> Option<Vec<String>> {
         match self {
             RunError::Slot(SlotError::ResyncRequired(_)) => Some(Vec::new()),
+            // The slot invalidated or dropped under a running stream.
+            RunError::Stream(crate::source::stream::StreamError::Server {
+                sqlstate,
+                message,
+                ..
+            })
+            | RunError::Walsender(crate::source::wire::WireError::Server {
+                sqlstate,
+                message,
+                ..
+            }) if (sqlstate == "55000" || sqlstate == "42704")
+                && message.contains("replication slot") =>
+            {
+                Some(Vec::new())
+            }
             RunError::Apply(ApplyError::SchemaChanged { table, .. })
             | RunError::Snapshot(snapshot::SnapshotError::IncompatibleTable {
                 source_table: table,
@@ -415,9 +447,10 @@ impl RunError {
             },
             RunError::Slot(slot::SlotError::Sink(e)) => error::clickhouse(e),
             // The message itself says what to do.
-            RunError::Slot(_) | RunError::Decode { .. } | RunError::Resync(_) => {
-                Class::Fatal { fix: String::new() }
-            }
+            RunError::Slot(_)
+            | RunError::Decode { .. }
+            | RunError::Resync(_)
+            | RunError::CopyTask(_) => Class::Fatal { fix: String::new() },
         }
     }
 
@@ -520,7 +553,15 @@ async fn stream_session(
             if applier.flush_due(Instant::now())
                 || (!applier.has_rows() && applier.has_pending_commits())
             {
-                let safe = applier.flush(&pg, ch, dest).await?;
+                // A flush waits out a ClickHouse outage; a shutdown does not wait for it.
+                let flushed = tokio::select! {
+                    r = applier.flush(&pg, ch, dest) => Some(r),
+                    _ = shutdown.as_mut() => None,
+                };
+                let Some(flushed) = flushed else {
+                    break SessionEnd::Abandoned;
+                };
+                let safe = flushed?;
                 feedback.confirm_now(safe);
                 metrics.acknowledged(safe);
             }
@@ -540,10 +581,28 @@ async fn stream_session(
         }
     };
     // Write what is pending, acknowledge it, say goodbye to the walsender.
-    if matches!(end, SessionEnd::Shutdown) {
+    if matches!(end, SessionEnd::Shutdown | SessionEnd::Abandoned) {
         health::set_phase(Phase::Stopping);
     }
-    let safe = applier.flush(&pg, ch, dest).await?;
+    if matches!(end, SessionEnd::Abandoned) {
+        let safe = applier.ledger.safe_lsn();
+        feedback.confirm_now(safe);
+        stream.shutdown().await;
+        tracing::info!(confirmed = %safe, "stopped while ClickHouse was unavailable; the slot keeps what was not written");
+        return Ok(SessionEnd::Shutdown);
+    }
+    let safe = match applier.flush(&pg, ch, dest).await {
+        Ok(safe) => safe,
+        // Stopping anyway: what was not written is sent again from the slot next time.
+        Err(e) if matches!(end, SessionEnd::Shutdown) => {
+            tracing::warn!(error = %e, "the last flush before stopping failed; the slot keeps those changes");
+            let safe = applier.ledger.safe_lsn();
+            feedback.confirm_now(safe);
+            stream.shutdown().await;
+            return Ok(SessionEnd::Shutdown);
+        }
+        Err(e) => return Err(e.into()),
+    };
     feedback.confirm_now(safe);
     metrics.acknowledged(safe);
     stream.shutdown().await;

@@ -35,14 +35,19 @@ use super::apply::ApplyError;
 pub struct Reshape {
     pub plan: TablePlan,
     pub statements: Vec<String>,
+    /// An older shape replayed as it is: the catalog's current columns are unchanged.
+    pub replayed: bool,
 }
 
-/// Plans the ClickHouse changes for `relation`, which differs from `old`.
+/// Plans the ClickHouse changes for `relation`, which differs from `old`; `live` are the
+/// table's columns as the catalog last showed them (a ClickHouse column of the same
+/// name that is not live is a dropped one).
 pub async fn reshape(
     pg: &tokio_postgres::Client,
     ch: &clickhouse::Client,
     dest: &DestinationSettings,
     old: &TablePlan,
+    live: &std::collections::BTreeSet<String>,
     relation: &Relation,
     server_version: u32,
 ) -> Result<Reshape, ApplyError> {
@@ -106,6 +111,13 @@ pub async fn reshape(
         } else if !existing.contains_key(&col.name) {
             statements.push(add_column_sql(pg, &old.source, col, &spec.ch_type, &table_sql).await?);
             continue;
+        } else if !live.contains(&col.name) {
+            // A new column named like one dropped earlier (kept in ClickHouse): its old
+            // values would show where Postgres has the new column's.
+            return Err(resync(format!(
+                "column {} was added with the name of a dropped column that ClickHouse still holds",
+                col.name
+            )));
         } else {
             name_in_ch = col.name.clone();
         }
@@ -134,7 +146,11 @@ pub async fn reshape(
             )));
         }
     }
-    Ok(Reshape { plan, statements })
+    Ok(Reshape {
+        plan,
+        statements,
+        replayed: false,
+    })
 }
 
 /// An older shape than the catalog's — changes replayed after a reconnect or restart,
@@ -166,6 +182,7 @@ async fn replayed_shape(
             .map(|plan| Reshape {
                 plan,
                 statements: Vec::new(),
+                replayed: true,
             }),
     )
 }

@@ -100,36 +100,6 @@ impl TableBatch {
         self.rows.is_empty()
     }
 
-    /// Takes out the rows from index `from` on that still wait for a TOAST value: they
-    /// belong to a transaction that has not committed, so Postgres cannot show their
-    /// value yet; they go back in with [`TableBatch::requeue`] after the others are
-    /// written.
-    pub fn take_unresolved_from(&mut self, from: usize, now: Instant) -> Vec<PendingRow> {
-        let waiting = |row: &PendingRow| !row.deleted && row.cells.contains(&Cell::Unresolved);
-        if !self.rows.iter().skip(from).any(waiting) {
-            // The usual case: nothing waits, nothing is rebuilt.
-            return Vec::new();
-        }
-        let rows = std::mem::take(&mut self.rows);
-        self.clear();
-        let mut taken = Vec::new();
-        for (i, row) in rows.into_iter().enumerate() {
-            if i >= from && waiting(&row) {
-                taken.push(row);
-            } else {
-                self.push(row, now);
-            }
-        }
-        taken
-    }
-
-    /// Puts rows taken out by [`TableBatch::take_unresolved_from`] back.
-    pub fn requeue(&mut self, rows: Vec<PendingRow>, now: Instant) {
-        for row in rows {
-            self.push(row, now);
-        }
-    }
-
     /// Drops everything (after a flush, or a TRUNCATE barrier).
     pub fn clear(&mut self) {
         self.rows.clear();

@@ -12,7 +12,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
@@ -20,14 +20,24 @@ use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 /// The gates of every destination table, shared by the copy workers and the stream.
 #[derive(Debug, Default)]
 pub struct CopyControl {
-    gates: Mutex<HashMap<String, Arc<TableGate>>>,
+    gates: Mutex<HashMap<String, Arc<GateState>>>,
 }
 
-/// One table's gate: whether its copies are cancelled, and which are inside.
+/// One table's barrier state: how many TRUNCATEs it has seen, and which copies are
+/// inside.
 #[derive(Debug, Default)]
-pub struct TableGate {
-    cancelled: AtomicBool,
+struct GateState {
+    truncates: AtomicU64,
     inside: Arc<RwLock<()>>,
+}
+
+/// A copy's view of its table's gate, taken before the copy's snapshot: the copy is
+/// cancelled by any TRUNCATE after that moment, never by an earlier one (a partition
+/// attached after a TRUNCATE is still copied).
+#[derive(Clone, Debug)]
+pub struct TableGate {
+    state: Arc<GateState>,
+    seen: u64,
 }
 
 /// Held by a copy from before its insert starts until the insert is over.
@@ -37,23 +47,25 @@ pub struct CopyPass {
 }
 
 impl CopyControl {
-    /// The gate of a destination table (created on first use).
-    pub fn gate(&self, table: &str) -> Arc<TableGate> {
+    /// The gate of a destination table as of now (created on first use).
+    pub fn gate(&self, table: &str) -> TableGate {
         let mut gates = match self.gates.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        gates.entry(table.to_string()).or_default().clone()
+        let state = gates.entry(table.to_string()).or_default().clone();
+        let seen = state.truncates.load(Ordering::Acquire);
+        TableGate { state, seen }
     }
 }
 
 impl TableGate {
-    /// Enters the gate for one copy; `None` once the table's copies are cancelled.
+    /// Enters the gate for one copy; `None` once a TRUNCATE cancelled it.
     pub async fn enter(&self) -> Option<CopyPass> {
         if self.is_cancelled() {
             return None;
         }
-        let guard = self.inside.clone().read_owned().await;
+        let guard = self.state.inside.clone().read_owned().await;
         // A cancel between the check and the lock is seen here, inside.
         if self.is_cancelled() {
             return None;
@@ -61,15 +73,16 @@ impl TableGate {
         Some(CopyPass { _guard: guard })
     }
 
-    /// Whether copies of this table must stop (checked while rows stream).
+    /// Whether a TRUNCATE came since this view was taken (checked while rows stream).
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Acquire)
+        self.state.truncates.load(Ordering::Acquire) != self.seen
     }
 
-    /// Cancels the table's copies and waits until none is inside any more.
+    /// Cancels every copy of the table that started before now and waits until none is
+    /// inside any more.
     pub async fn cancel_and_wait(&self) {
-        self.cancelled.store(true, Ordering::Release);
-        drop(self.inside.write().await);
+        self.state.truncates.fetch_add(1, Ordering::AcqRel);
+        drop(self.state.inside.write().await);
     }
 }
 

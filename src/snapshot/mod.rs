@@ -220,6 +220,11 @@ pub async fn copy_all(
     let state = StateStore::open(&settings.destination, &settings.source.slot).await?;
     let done = state.load().await?;
     let plans = prepared.plans.clone();
+    // The tables' gates as of now: a TRUNCATE after this point cancels their copies.
+    let start_gates: BTreeMap<String, TableGate> = plans
+        .iter()
+        .map(|p| (p.dest.clone(), control.gate(&p.dest)))
+        .collect();
     let mut report = SnapshotReport::default();
     let mut jobs = Vec::new();
     let mut planned = Vec::new();
@@ -255,7 +260,10 @@ pub async fn copy_all(
     for round in 1..=MAX_RECOPY_ROUNDS {
         let mut again = Vec::new();
         for (plan, progress, filenode) in &mut planned {
-            if control.gate(&plan.dest).is_cancelled() {
+            if start_gates
+                .get(&plan.dest)
+                .is_some_and(|g| g.is_cancelled())
+            {
                 continue;
             }
             let (_, _, now) = table_size(&pg, plan.source.oid).await?;
