@@ -6,6 +6,7 @@ use common::{guide_source, PublicationShape};
 use pgch::source::catalog;
 use pgch::source::columns::{published_columns, CatalogColumn};
 use pgch::source::connect;
+use pgch::source::row::{column, ReadError};
 use pgch::testkit::postgres::PgCluster;
 
 async fn columns_of(
@@ -140,4 +141,47 @@ async fn column_lists_limit_the_columns_on_15_and_later() {
     let cols = columns_of(pg, db, &src.publication, "wide").await;
     let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["id", "public_part"]);
+}
+
+#[tokio::test]
+async fn a_column_of_another_type_is_an_error_naming_the_read_not_a_panic() {
+    let pg = PgCluster::shared();
+    let client = connect::connect(
+        &common::settings_for(&pg.superuser_url("postgres"), "unused", &[])
+            .source
+            .endpoint,
+    )
+    .await
+    .unwrap();
+    // What Postgres 18 did to pg_attribute.attndims: an int4 became an int2.
+    let row = client
+        .query_one("SELECT 1::int2 AS attndims, NULL::text AS label", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        column::<i16>(&row, 0, "reading the published columns").unwrap(),
+        1
+    );
+    let wrong = column::<i32>(&row, 0, "reading the published columns").unwrap_err();
+    let message = wrong.to_string();
+    for part in [
+        "reading the published columns",
+        "column 0 (attndims)",
+        "int2",
+        "Postgres version",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+    assert!(
+        !ReadError::from(wrong).classify().is_retry(),
+        "a column that does not convert would fail again"
+    );
+    let null = column::<String>(&row, 1, "reading a label").unwrap_err();
+    assert!(null.to_string().contains("column 1 (label)"), "{null}");
+    assert_eq!(
+        column::<Option<String>>(&row, 1, "reading a label").unwrap(),
+        None
+    );
+    let missing = column::<i16>(&row, 7, "reading a label").unwrap_err();
+    assert!(missing.to_string().contains("column 7"), "{missing}");
 }

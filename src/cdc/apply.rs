@@ -29,6 +29,7 @@ use crate::snapshot::control::CopyControl;
 use crate::snapshot::copy::copy_query_prefix;
 use crate::snapshot::plan::TablePlan;
 use crate::source::pgoutput::{Oid, Relation};
+use crate::source::row::ReadError;
 
 /// Why applying failed for good.
 #[derive(Debug, thiserror::Error)]
@@ -44,17 +45,11 @@ pub enum ApplyError {
     #[error("{table} changed in a way pgch cannot follow in place ({detail}): run `pgch resync --table {table}`")]
     SchemaChanged { table: String, detail: String },
     #[error("reading the catalog of {table} failed: {source}")]
-    Catalog {
-        table: String,
-        source: tokio_postgres::Error,
-    },
+    Catalog { table: String, source: ReadError },
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("reading unchanged TOAST values of {table} from Postgres failed: {source}")]
-    Toast {
-        table: String,
-        source: tokio_postgres::Error,
-    },
+    Toast { table: String, source: ReadError },
 }
 
 impl ApplyError {
@@ -63,7 +58,7 @@ impl ApplyError {
         match self {
             ApplyError::Sink(e) => error::clickhouse(e),
             ApplyError::Toast { source, .. } | ApplyError::Catalog { source, .. } => {
-                error::tokio_postgres(source)
+                source.classify()
             }
             _ => Class::Fatal { fix: String::new() },
         }

@@ -26,6 +26,7 @@ use crate::sink::preflight::{escape_string, quote_ident as ch_quote};
 use crate::snapshot::plan::{plan_table, TablePlan};
 use crate::source::columns::{published_columns, CatalogColumn};
 use crate::source::pgoutput::Relation;
+use crate::source::row::{column, ColumnError, ReadError};
 
 use super::apply::ApplyError;
 
@@ -58,10 +59,7 @@ pub async fn reshape(
     };
     let catalog = published_columns(pg, &old.source, server_version)
         .await
-        .map_err(|source| ApplyError::Catalog {
-            table: table.clone(),
-            source,
-        })?;
+        .map_err(|source| catalog_error(&table, source))?;
     let names: Vec<&str> = relation.columns.iter().map(|c| c.name.as_str()).collect();
     let current: Vec<&str> = catalog.iter().map(|c| c.name.as_str()).collect();
     if names != current {
@@ -240,12 +238,18 @@ async fn missing_value(
             &[&table_oid, &attnum],
         )
         .await
-        .map_err(|source| ApplyError::Catalog {
-            table: table.to_string(),
-            source,
-        })?;
-    let (has_missing, value, has_default, may_have_rows): (bool, Option<String>, bool, bool) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
+        .map_err(|source| catalog_error(table, source))?;
+    const WHAT: &str = "reading a new column's missing value (pg_attribute)";
+    let read = || -> Result<(bool, Option<String>, bool, bool), ColumnError> {
+        Ok((
+            column(&row, 0, WHAT)?,
+            column(&row, 1, WHAT)?,
+            column(&row, 2, WHAT)?,
+            column(&row, 3, WHAT)?,
+        ))
+    };
+    let (has_missing, value, has_default, may_have_rows) =
+        read().map_err(|e| catalog_error(table, e))?;
     Ok(match (has_missing, value, has_default) {
         (true, Some(v), _) => Missing::Value(v),
         (true, None, _) | (false, _, false) => Missing::Null,
@@ -266,10 +270,7 @@ async fn constant_default(
     attnum: i16,
     table: &str,
 ) -> Result<Option<String>, ApplyError> {
-    let catalog = |source| ApplyError::Catalog {
-        table: table.to_string(),
-        source,
-    };
+    let catalog = |source: tokio_postgres::Error| catalog_error(table, source);
     let row = pg
         .query_opt(
             "SELECT pg_get_expr(d.adbin, d.adrelid), format_type(a.atttypid, a.atttypmod)
@@ -283,12 +284,22 @@ async fn constant_default(
     let Some(row) = row else {
         return Ok(None);
     };
-    let (expr, ty): (String, String) = (row.get(0), row.get(1));
+    const WHAT: &str = "reading a column's default (pg_attrdef)";
+    let read = |i| column::<String>(&row, i, WHAT).map_err(|e| catalog_error(table, e));
+    let (expr, ty) = (read(0)?, read(1)?);
     let value = pg
         .query_one(&format!("SELECT format('%s', ({expr})::{ty})"), &[])
         .await
         .map_err(catalog)?;
-    Ok(value.get(0))
+    column(&value, 0, "evaluating a column's constant default").map_err(|e| catalog_error(table, e))
+}
+
+/// A failed catalog read about `table`.
+fn catalog_error(table: &str, source: impl Into<ReadError>) -> ApplyError {
+    ApplyError::Catalog {
+        table: table.to_string(),
+        source: source.into(),
+    }
 }
 
 /// A ClickHouse expression for Postgres' text of a value, as a column DEFAULT.

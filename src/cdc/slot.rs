@@ -16,6 +16,7 @@ use crate::lsn::Lsn;
 use crate::sink::client::SinkError;
 use crate::sink::state::{keys, StateStore};
 use crate::source::connect;
+use crate::source::row::{column, ColumnError};
 use crate::source::walsender::{SlotSnapshot, SystemInfo, Walsender, WalsenderError};
 
 /// What the stream and the snapshot need to know about the slot.
@@ -46,6 +47,8 @@ pub enum SlotError {
     Sink(#[from] SinkError),
     #[error("cannot read the slot: {0}")]
     Postgres(String),
+    #[error(transparent)]
+    Column(#[from] ColumnError),
 }
 
 /// The slot as `pg_replication_slots` shows it now.
@@ -104,9 +107,11 @@ impl SourceSession {
             )
             .await
             .map_err(|e| SlotError::Postgres(e.to_string()))?;
-        Ok(row.map(|r| SlotRow {
-            wal_status: r.get(0),
-            active_pid: r.get(1),
+        const WHAT: &str = "reading the slot (pg_replication_slots)";
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(SlotRow {
+            wal_status: column(&r, 0, WHAT)?,
+            active_pid: column(&r, 1, WHAT)?,
         }))
     }
 
@@ -133,15 +138,15 @@ impl SourceSession {
         self.walsender.close().await;
         // Every transaction that committed before the slot's consistent point has an
         // xid below this xmax; a snapshot with xmin >= it sees them all.
-        let xmax: i64 = self
+        let row = self
             .pg
             .query_one(
                 "SELECT txid_snapshot_xmax(txid_current_snapshot())::int8",
                 &[],
             )
             .await
-            .map_err(|e| SlotError::Postgres(e.to_string()))?
-            .get(0);
+            .map_err(|e| SlotError::Postgres(e.to_string()))?;
+        let xmax: i64 = column(&row, 0, "reading the snapshot xmax at slot creation")?;
         state
             .put(
                 keys::CONSISTENT_POINT,

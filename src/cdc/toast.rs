@@ -18,6 +18,7 @@ use super::apply::ApplyError;
 use crate::pipeline::batch::{Cell, TableBatch};
 use crate::snapshot::plan::TablePlan;
 use crate::source::catalog::quote_ident;
+use crate::source::row::column;
 
 /// Keys per query: a few hundred keep the statement and its parameters small.
 const KEYS_PER_QUERY: usize = 500;
@@ -74,15 +75,23 @@ pub async fn resolve(
             .await
             .map_err(|source| ApplyError::Toast {
                 table: plan.source.display(),
-                source,
+                source: source.into(),
             })?;
         for row in rows {
+            let text = |i: usize| {
+                column::<Option<String>>(&row, i, "reading unchanged TOAST values by key").map_err(
+                    |e| ApplyError::Toast {
+                        table: plan.source.display(),
+                        source: e.into(),
+                    },
+                )
+            };
             let key: Key = (0..key_cols.len())
-                .map(|i| row.get::<_, Option<String>>(i).map(Bytes::from))
-                .collect();
-            let values = (0..wanted.len())
-                .map(|i| row.get::<_, Option<String>>(key_cols.len() + i))
-                .collect();
+                .map(|i| text(i).map(|v| v.map(Bytes::from)))
+                .collect::<Result<_, _>>()?;
+            let values = (key_cols.len()..key_cols.len() + wanted.len())
+                .map(text)
+                .collect::<Result<_, _>>()?;
             found.insert(key, values);
         }
     }

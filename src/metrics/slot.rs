@@ -17,6 +17,7 @@ use tokio_postgres::Client;
 use super::{global, health, SlotFigures};
 use crate::config::{PgEndpoint, Settings};
 use crate::source::connect;
+use crate::source::row::{column, ColumnError};
 
 /// Task name for heartbeats.
 pub const TASK: &str = "slot_poller";
@@ -83,7 +84,7 @@ async fn server_version(client: &Client) -> Result<u32, String> {
         .query_one("SELECT current_setting('server_version_num')::int4", &[])
         .await
         .map_err(|e| e.to_string())?;
-    let v: i32 = row.get(0);
+    let v: i32 = column(&row, 0, "reading server_version_num").map_err(|e| e.to_string())?;
     u32::try_from(v).map_err(|_| format!("bad server_version_num {v}"))
 }
 
@@ -113,15 +114,21 @@ async fn poll(client: &Client, version: u32, slot: &str) -> Result<Option<SlotFi
         .await
         .map_err(|e| e.to_string())?;
     let Some(row) = row else { return Ok(None) };
-    let max_keep: Option<String> = row.get(5);
-    Ok(Some(SlotFigures {
-        retained_bytes: row.get(0),
-        unconfirmed_bytes: row.get(1),
-        active: row.get(2),
-        wal_status: row.get(3),
-        safe_wal_bytes: row.get(4),
+    figures(&row).map(Some).map_err(|e| e.to_string())
+}
+
+/// The figures from a row of [`poll`]'s query.
+fn figures(row: &tokio_postgres::Row) -> Result<SlotFigures, ColumnError> {
+    const WHAT: &str = "reading the slot's figures (pg_replication_slots, pg_settings)";
+    let max_keep: Option<String> = column(row, 5, WHAT)?;
+    Ok(SlotFigures {
+        retained_bytes: column(row, 0, WHAT)?,
+        unconfirmed_bytes: column(row, 1, WHAT)?,
+        active: column(row, 2, WHAT)?,
+        wal_status: column(row, 3, WHAT)?,
+        safe_wal_bytes: column(row, 4, WHAT)?,
         max_keep_bytes: max_keep.as_deref().and_then(setting_bytes),
-    }))
+    })
 }
 
 /// `max_slot_wal_keep_size` from `pg_settings` ("setting unit", e.g. `"1024 MB"`) in

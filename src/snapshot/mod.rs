@@ -38,6 +38,7 @@ use crate::sink::types::MappingOptions;
 use crate::source::catalog;
 use crate::source::columns::published_columns;
 use crate::source::connect::{self, ConnectError};
+use crate::source::row::{column, ColumnError, ReadError};
 use control::{CopyControl, TableGate};
 use copy::{BlockRange, CopyError};
 use plan::{plan_table, PlanError, TablePlan};
@@ -72,6 +73,8 @@ pub enum SnapshotError {
     Connect(#[from] ConnectError),
     #[error("reading the catalog failed: {0}")]
     Catalog(tokio_postgres::Error),
+    #[error(transparent)]
+    Column(#[from] ColumnError),
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
@@ -129,6 +132,15 @@ impl SnapshotError {
 impl From<CopyError> for SnapshotError {
     fn from(e: CopyError) -> Self {
         SnapshotError::Copy(Box::new(e))
+    }
+}
+
+impl From<ReadError> for SnapshotError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Query(e) => SnapshotError::Catalog(e),
+            ReadError::Column(e) => SnapshotError::Column(e),
+        }
     }
 }
 
@@ -355,11 +367,11 @@ pub async fn plan_all(
     settings: &Settings,
     opts: &SnapshotOptions,
 ) -> Result<(Vec<TablePlan>, u32), SnapshotError> {
-    let version: u32 = pg
+    let row = pg
         .query_one("SELECT current_setting('server_version_num')::int", &[])
         .await
-        .map_err(SnapshotError::Catalog)?
-        .get::<_, i32>(0) as u32;
+        .map_err(SnapshotError::Catalog)?;
+    let version = column::<i32>(&row, 0, "reading server_version_num")? as u32;
     let tables = catalog::published_tables(pg, &settings.source.publication, version)
         .await
         .map_err(SnapshotError::Catalog)?;
@@ -382,9 +394,7 @@ pub async fn plan_one(
     table: &catalog::PublishedTable,
     version: u32,
 ) -> Result<TablePlan, SnapshotError> {
-    let cols = published_columns(pg, table, version)
-        .await
-        .map_err(SnapshotError::Catalog)?;
+    let cols = published_columns(pg, table, version).await?;
     let dest = settings
         .destination
         .table_names
@@ -583,10 +593,11 @@ async fn table_size(
         )
         .await
         .map_err(SnapshotError::Catalog)?;
+    const WHAT: &str = "reading a table's size (pg_class)";
     Ok((
-        row.get::<_, i64>(0).max(0) as u64,
-        row.get::<_, i64>(1).max(0) as u64,
-        row.get::<_, u32>(2),
+        column::<i64>(&row, 0, WHAT)?.max(0) as u64,
+        column::<i64>(&row, 1, WHAT)?.max(0) as u64,
+        column::<u32>(&row, 2, WHAT)?,
     ))
 }
 
@@ -697,14 +708,14 @@ async fn copy_job(
             .await
             .map_err(SnapshotError::Catalog)?;
         let Some(min) = min_xmin else { break tx };
-        let xmin: i64 = tx
+        let row = tx
             .query_one(
                 "SELECT txid_snapshot_xmin(txid_current_snapshot())::int8",
                 &[],
             )
             .await
-            .map_err(SnapshotError::Catalog)?
-            .get(0);
+            .map_err(SnapshotError::Catalog)?;
+        let xmin: i64 = column(&row, 0, "reading the copy snapshot's xmin")?;
         if xmin as u64 >= min {
             break tx;
         }

@@ -3,6 +3,8 @@
 
 use tokio_postgres::Client;
 
+use super::row::{column, ReadError};
+
 /// A publication as `pg_publication` describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Publication {
@@ -86,7 +88,8 @@ pub async fn publication(
     client: &Client,
     name: &str,
     server_version: u32,
-) -> Result<Option<Publication>, tokio_postgres::Error> {
+) -> Result<Option<Publication>, ReadError> {
+    const WHAT: &str = "reading the publication (pg_publication)";
     let via_root = if server_version >= 130000 {
         "pubviaroot"
     } else {
@@ -96,20 +99,26 @@ pub async fn publication(
         "SELECT pubname::text, puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, {via_root} \
          FROM pg_catalog.pg_publication WHERE pubname = $1"
     );
-    let row = client.query_opt(&sql, &[&name]).await?;
-    Ok(row.map(|r| Publication {
-        name: r.get(0),
-        all_tables: r.get(1),
-        insert: r.get(2),
-        update: r.get(3),
-        delete: r.get(4),
-        truncate: r.get(5),
-        via_root: r.get(6),
+    let Some(r) = client.query_opt(&sql, &[&name]).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Publication {
+        name: column(&r, 0, WHAT)?,
+        all_tables: column(&r, 1, WHAT)?,
+        insert: column(&r, 2, WHAT)?,
+        update: column(&r, 3, WHAT)?,
+        delete: column(&r, 4, WHAT)?,
+        truncate: column(&r, 5, WHAT)?,
+        via_root: column(&r, 6, WHAT)?,
     }))
 }
 
 /// The publication's tables, as `pg_publication_tables` lists them (leaf partitions
 /// unless `publish_via_partition_root`).
+///
+/// The error stays a plain `tokio_postgres::Error` because callers put it into
+/// `SnapshotError::Catalog`; a column that does not convert is still an error (naming
+/// the column's position and the types), never a panic.
 pub async fn published_tables(
     client: &Client,
     publication: &str,
@@ -145,22 +154,22 @@ pub async fn published_tables(
     let rows = client.query(&sql, &[&publication]).await?;
     let mut tables = Vec::with_capacity(rows.len());
     for r in rows {
-        let ident: String = r.get(5);
-        let columns: Option<Vec<String>> = r.get(12);
+        let ident: String = r.try_get(5)?;
+        let columns: Option<Vec<String>> = r.try_get(12)?;
         tables.push(PublishedTable {
-            oid: r.get(0),
-            schema: r.get(1),
-            name: r.get(2),
-            relkind: r.get(3),
-            is_partition: r.get(4),
+            oid: r.try_get(0)?,
+            schema: r.try_get(1)?,
+            name: r.try_get(2)?,
+            relkind: r.try_get(3)?,
+            is_partition: r.try_get(4)?,
             replica_identity: ReplicaIdentity::from_code(&ident)
                 .unwrap_or(ReplicaIdentity::Default),
-            has_primary_key: r.get(6),
-            primary_key_deferrable: r.get(7),
-            has_identity_index: r.get(8),
-            can_select: r.get(9),
-            schema_usage: r.get(10),
-            row_filter: r.get(11),
+            has_primary_key: r.try_get(6)?,
+            primary_key_deferrable: r.try_get(7)?,
+            has_identity_index: r.try_get(8)?,
+            can_select: r.try_get(9)?,
+            schema_usage: r.try_get(10)?,
+            row_filter: r.try_get(11)?,
             column_list: columns,
         });
     }

@@ -6,6 +6,7 @@
 use tokio_postgres::Client;
 
 use super::catalog::{PublishedTable, ReplicaIdentity};
+use super::row::{column, ReadError};
 
 impl CatalogColumn {
     /// Whether the column is part of the replica identity key.
@@ -50,7 +51,8 @@ pub async fn published_columns(
     client: &Client,
     table: &PublishedTable,
     server_version: u32,
-) -> Result<Vec<CatalogColumn>, tokio_postgres::Error> {
+) -> Result<Vec<CatalogColumn>, ReadError> {
+    const WHAT: &str = "reading the published columns (pg_attribute, pg_type)";
     // Generated columns are published from Postgres 18 only when the publication
     // asks for them; pgch leaves them out before 18 (the stream never carries them).
     let generated = if server_version >= 120000 {
@@ -85,29 +87,33 @@ pub async fn published_columns(
     let key_attnums = key_columns(client, table).await?;
     let mut columns = Vec::with_capacity(rows.len());
     for r in rows {
-        let attnum: i16 = r.get(0);
-        let name: String = r.get(1);
+        let attnum: i16 = column(&r, 0, WHAT)?;
+        let name: String = column(&r, 1, WHAT)?;
         if let Some(list) = &table.column_list {
             if !list.contains(&name) {
                 continue;
             }
         }
-        let element_oid: Option<u32> = r.get(8);
+        let element_oid: Option<u32> = column(&r, 8, WHAT)?;
+        let element = match element_oid {
+            Some(oid) => Some(ElementType {
+                oid,
+                name: column(&r, 9, WHAT)?,
+                kind: column(&r, 10, WHAT)?,
+                typmod: column(&r, 11, WHAT)?,
+            }),
+            None => None,
+        };
         columns.push(CatalogColumn {
             attnum,
             name,
-            type_oid: r.get(2),
-            type_name: r.get(3),
-            type_kind: r.get(4),
-            typmod: r.get(5),
-            not_null: r.get(6),
-            dims: u32::try_from(r.get::<_, i32>(7)).unwrap_or(0),
-            element: element_oid.map(|oid| ElementType {
-                oid,
-                name: r.get(9),
-                kind: r.get(10),
-                typmod: r.get(11),
-            }),
+            type_oid: column(&r, 2, WHAT)?,
+            type_name: column(&r, 3, WHAT)?,
+            type_kind: column(&r, 4, WHAT)?,
+            typmod: column(&r, 5, WHAT)?,
+            not_null: column(&r, 6, WHAT)?,
+            dims: u32::try_from(column::<i32>(&r, 7, WHAT)?).unwrap_or(0),
+            element,
             key_position: key_attnums.iter().position(|k| *k == attnum),
         });
     }
@@ -122,10 +128,7 @@ pub async fn published_columns(
 
 /// The attnums of the replica identity key: the (non-deferrable) primary key under
 /// DEFAULT, the chosen index under USING INDEX, the primary key if any under FULL.
-async fn key_columns(
-    client: &Client,
-    table: &PublishedTable,
-) -> Result<Vec<i16>, tokio_postgres::Error> {
+async fn key_columns(client: &Client, table: &PublishedTable) -> Result<Vec<i16>, ReadError> {
     let condition = match table.replica_identity {
         ReplicaIdentity::Index => "i.indisreplident",
         ReplicaIdentity::Default | ReplicaIdentity::Full => {
@@ -139,5 +142,9 @@ async fn key_columns(
           WHERE i.indrelid = $1 AND {condition} ORDER BY k.n"
     );
     let rows = client.query(&sql, &[&table.oid]).await?;
-    Ok(rows.iter().map(|r| r.get::<_, i16>(0)).collect())
+    let mut attnums = Vec::with_capacity(rows.len());
+    for r in &rows {
+        attnums.push(column(r, 0, "reading the replica identity key (pg_index)")?);
+    }
+    Ok(attnums)
 }

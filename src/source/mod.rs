@@ -6,6 +6,7 @@ pub mod connect;
 pub mod copy_text;
 pub mod pgoutput;
 pub mod preflight;
+pub mod row;
 pub mod stream;
 pub mod tls;
 pub mod walsender;

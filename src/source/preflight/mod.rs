@@ -10,6 +10,7 @@ use tokio_postgres::Client;
 
 use super::catalog::{self, quote_ident};
 use super::connect::{self, ConnectError};
+use super::row::{column, ReadError};
 
 mod tables;
 use super::wire::{SessionKind, WireConnection, WireError};
@@ -75,10 +76,15 @@ pub async fn run(src: &SourceSettings, mode: Mode, names: &TableNames) -> Vec<Ch
     };
     match server_checks(&client, src, mode, names).await {
         Ok(results) => out.extend(results),
-        Err(e) => out.push(CheckResult::failed(
+        Err(ReadError::Query(e)) => out.push(CheckResult::failed(
             "source_catalog",
             format!("reading the catalog failed: {}", connect::describe(ep, &e)),
             "make sure the user can read pg_catalog (it can by default)",
+        )),
+        Err(ReadError::Column(e)) => out.push(CheckResult::failed(
+            "source_catalog",
+            e.to_string(),
+            "check that pgch supports this Postgres version (server_version above); if it should, report this message",
         )),
     }
     out
@@ -179,7 +185,7 @@ async fn server_checks(
     src: &SourceSettings,
     mode: Mode,
     names: &TableNames,
-) -> Result<Vec<CheckResult>, tokio_postgres::Error> {
+) -> Result<Vec<CheckResult>, ReadError> {
     let mut out = Vec::new();
     let version_num: u32 = show(client, "server_version_num")
         .await?
@@ -192,10 +198,11 @@ async fn server_checks(
     }
     let wal_level = show(client, "wal_level").await?;
     out.push(judge_wal_level(&wal_level));
-    let in_recovery: bool = client
-        .query_one("SELECT pg_is_in_recovery()", &[])
-        .await?
-        .get(0);
+    let in_recovery: bool = column(
+        &client.query_one("SELECT pg_is_in_recovery()", &[]).await?,
+        0,
+        "reading pg_is_in_recovery()",
+    )?;
     out.push(judge_primary(in_recovery));
     out.push(role_check(client, mode).await?);
     let publication = catalog::publication(client, &src.publication, version_num).await?;
@@ -231,11 +238,11 @@ async fn server_checks(
     Ok(out)
 }
 
-async fn show(client: &Client, setting: &str) -> Result<String, tokio_postgres::Error> {
+async fn show(client: &Client, setting: &str) -> Result<String, ReadError> {
     let row = client
         .query_one("SELECT current_setting($1)", &[&setting])
         .await?;
-    Ok(row.get(0))
+    Ok(column(&row, 0, "reading a setting (current_setting)")?)
 }
 
 /// Judges `server_version_num` against [`MIN_SERVER_VERSION`].
@@ -277,14 +284,19 @@ pub fn judge_primary(in_recovery: bool) -> CheckResult {
     }
 }
 
-async fn role_check(client: &Client, mode: Mode) -> Result<CheckResult, tokio_postgres::Error> {
+async fn role_check(client: &Client, mode: Mode) -> Result<CheckResult, ReadError> {
+    const WHAT: &str = "reading the user's role (pg_roles)";
     let row = client
         .query_one(
             "SELECT current_user::text, rolreplication, rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
             &[],
         )
         .await?;
-    let (user, replication, superuser): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    let (user, replication, superuser): (String, bool, bool) = (
+        column(&row, 0, WHAT)?,
+        column(&row, 1, WHAT)?,
+        column(&row, 2, WHAT)?,
+    );
     Ok(if !mode.streams() {
         CheckResult::not_applicable("role_replication", "not needed in snapshot_only mode")
     } else if superuser {
@@ -308,7 +320,8 @@ async fn slot_checks(
     src: &SourceSettings,
     mode: Mode,
     server_version: u32,
-) -> Result<Vec<CheckResult>, tokio_postgres::Error> {
+) -> Result<Vec<CheckResult>, ReadError> {
+    const WHAT: &str = "reading the replication slots (pg_replication_slots)";
     if !mode.streams() {
         return Ok(vec![CheckResult::not_applicable(
             "replication_slot",
@@ -333,7 +346,14 @@ async fn slot_checks(
             bool,
             Option<String>,
             Option<String>,
-        ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+        ) = (
+            column(&r, 0, WHAT)?,
+            column(&r, 1, WHAT)?,
+            column(&r, 2, WHAT)?,
+            column(&r, 3, WHAT)?,
+            column(&r, 4, WHAT)?,
+            column(&r, 5, WHAT)?,
+        );
         out.push(judge_existing_slot(
             &src.slot,
             &src.endpoint.database,
@@ -345,10 +365,13 @@ async fn slot_checks(
             confirmed.as_deref(),
         ));
     } else {
-        let used: i64 = client
-            .query_one("SELECT count(*) FROM pg_catalog.pg_replication_slots", &[])
-            .await?
-            .get(0);
+        let used: i64 = column(
+            &client
+                .query_one("SELECT count(*) FROM pg_catalog.pg_replication_slots", &[])
+                .await?,
+            0,
+            WHAT,
+        )?;
         let max: i64 = show(client, "max_replication_slots")
             .await?
             .parse()
@@ -366,10 +389,13 @@ async fn slot_checks(
             )
         });
     }
-    let senders: i64 = client
-        .query_one("SELECT count(*) FROM pg_catalog.pg_stat_replication", &[])
-        .await?
-        .get(0);
+    let senders: i64 = column(
+        &client
+            .query_one("SELECT count(*) FROM pg_catalog.pg_stat_replication", &[])
+            .await?,
+        0,
+        "counting the WAL senders (pg_stat_replication)",
+    )?;
     let max_senders: i64 = show(client, "max_wal_senders").await?.parse().unwrap_or(0);
     out.push(if senders >= max_senders {
         CheckResult::failed(
@@ -446,10 +472,7 @@ fn judge_existing_slot(
     )
 }
 
-async fn wal_keep_check(
-    client: &Client,
-    server_version: u32,
-) -> Result<CheckResult, tokio_postgres::Error> {
+async fn wal_keep_check(client: &Client, server_version: u32) -> Result<CheckResult, ReadError> {
     if server_version < 130000 {
         return Ok(CheckResult::not_applicable(
             "max_slot_wal_keep_size",
@@ -467,7 +490,8 @@ async fn wal_keep_check(
                 &[],
             )
             .await?;
-        let (bytes, secs): (f64, f64) = (row.get(0), row.get(1));
+        const WHAT: &str = "reading the WAL rate (pg_stat_wal)";
+        let (bytes, secs): (f64, f64) = (column(&row, 0, WHAT)?, column(&row, 1, WHAT)?);
         (secs > 60.0).then(|| bytes / secs)
     } else {
         None
