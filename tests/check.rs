@@ -299,6 +299,36 @@ async fn user_without_replication_fails() {
 }
 
 #[tokio::test]
+async fn rds_replication_membership_counts_as_replication() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    // What Amazon RDS has: a role whose members may replicate (there, the walsender
+    // honours it; a plain Postgres does not, so only the role check is asserted).
+    pg.sql(
+        "postgres",
+        &format!(
+            "DO $$ BEGIN CREATE ROLE rds_replication; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             ALTER USER \"{u}\" WITH NOREPLICATION;
+             GRANT rds_replication TO \"{u}\";",
+            u = src.user
+        ),
+    )
+    .unwrap();
+    let report = check::run(&guide_settings(pg, &src, &[])).await;
+    let role = outcome_of(&report, "role_replication")[0];
+    assert!(
+        role.observed.contains("member of rds_replication"),
+        "{}",
+        report.render_text()
+    );
+    assert!(
+        matches!(role.outcome, Outcome::Ok),
+        "{}",
+        report.render_text()
+    );
+}
+
+#[tokio::test]
 async fn user_without_select_on_a_published_table_fails() {
     let pg = PgCluster::shared();
     let src = guide_source(pg, None, PublicationShape::ForTable);

@@ -288,14 +288,20 @@ async fn role_check(client: &Client, mode: Mode) -> Result<CheckResult, ReadErro
     const WHAT: &str = "reading the user's role (pg_roles)";
     let row = client
         .query_one(
-            "SELECT current_user::text, rolreplication, rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
+            // Amazon RDS and Aurora give replication through membership of their
+            // `rds_replication` role, not the REPLICATION attribute.
+            "SELECT current_user::text, rolreplication, rolsuper,
+                    CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'rds_replication')
+                         THEN pg_has_role(current_user, 'rds_replication', 'MEMBER') ELSE false END
+               FROM pg_catalog.pg_roles WHERE rolname = current_user",
             &[],
         )
         .await?;
-    let (user, replication, superuser): (String, bool, bool) = (
+    let (user, replication, superuser, rds_replication): (String, bool, bool, bool) = (
         column(&row, 0, WHAT)?,
         column(&row, 1, WHAT)?,
         column(&row, 2, WHAT)?,
+        column(&row, 3, WHAT)?,
     );
     Ok(if !mode.streams() {
         CheckResult::not_applicable("role_replication", "not needed in snapshot_only mode")
@@ -306,11 +312,16 @@ async fn role_check(client: &Client, mode: Mode) -> Result<CheckResult, ReadErro
         )
     } else if replication {
         CheckResult::ok("role_replication", format!("\"{user}\" has REPLICATION"))
+    } else if rds_replication {
+        CheckResult::ok(
+            "role_replication",
+            format!("\"{user}\" is a member of rds_replication (Amazon RDS / Aurora)"),
+        )
     } else {
         CheckResult::failed(
             "role_replication",
             format!("\"{user}\" has neither REPLICATION nor superuser"),
-            format!("ALTER USER {} WITH REPLICATION; (as an admin user, e.g. postgres.<branch> on PlanetScale)", quote_ident(&user)),
+            format!("ALTER USER {} WITH REPLICATION; (as an admin user, e.g. postgres.<branch> on PlanetScale; on Amazon RDS / Aurora: GRANT rds_replication TO {};)", quote_ident(&user), quote_ident(&user)),
         )
     })
 }
