@@ -4,77 +4,14 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::converge::{env_value, log_path, resync_table, slot_active, wait_same, wait_until};
 use common::process::PgchProcess;
 use common::{guide_env, guide_source, PublicationShape};
 use pgch::testkit::clickhouse::ClickHouse;
 use pgch::testkit::postgres::PgCluster;
 use pgch::testkit::unique_name;
-
-fn env_value(env: &[(String, String)], key: &str) -> String {
-    env.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
-}
-
-fn log_path(prefix: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("{}.log", unique_name(prefix)))
-}
-
-fn slot_active(pg: &PgCluster, db: &str, slot: &str) -> bool {
-    pg.sql(
-        db,
-        &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'"),
-    )
-    .map(|s| s.trim() == "t")
-    .unwrap_or(false)
-}
-
-/// Waits until the Postgres query and the ClickHouse query print the same rows.
-async fn wait_same(
-    pg: &PgCluster,
-    db: &str,
-    pg_sql: &str,
-    ch_sql: &str,
-    limit: Duration,
-    log: &PathBuf,
-) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let p = pg
-            .sql(db, pg_sql)
-            .unwrap_or_default()
-            .trim()
-            .replace('|', "\t");
-        let c = ClickHouse::shared()
-            .query(ch_sql)
-            .await
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        if p == c {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "not equal after {limit:?}\npostgres:   {p}\nclickhouse: {c}\n--- pgch log ---\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-async fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncate_during_the_snapshot_and_mid_stream_resurrects_nothing() {
@@ -520,22 +457,6 @@ async fn a_value_keeping_rewrite_after_the_copy_needs_nothing() {
     )
     .await;
     assert!(pgch.terminate(Duration::from_secs(60)).success());
-}
-
-/// Runs `pgch resync --table <table>` with `env` and expects success.
-fn resync_table(env: &[(String, String)], table: &str) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgch"))
-        .args(["resync", "--table", table])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pgch resync: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

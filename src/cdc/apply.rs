@@ -50,6 +50,11 @@ pub enum ApplyError {
     Sink(#[from] SinkError),
     #[error("reading unchanged TOAST values of {table} from Postgres failed: {source}")]
     Toast { table: String, source: ReadError },
+    #[error("the transactions whose unchanged TOAST values {table} needs were still not visible after {waited:?}; reading them again from the slot")]
+    NotVisible {
+        table: String,
+        waited: std::time::Duration,
+    },
 }
 
 impl ApplyError {
@@ -57,6 +62,8 @@ impl ApplyError {
     pub fn classify(&self) -> Class {
         match self {
             ApplyError::Sink(e) => error::clickhouse(e),
+            // The session starts over from the slot; the changes come again.
+            ApplyError::NotVisible { .. } => Class::Retry,
             ApplyError::Toast { source, .. } | ApplyError::Catalog { source, .. } => {
                 source.classify()
             }
@@ -103,6 +110,11 @@ pub struct Applier {
     budget_bytes: u64,
     pub clamps: ClampCounts,
     inserts: u64,
+    /// The transaction being received (its Begin's xid).
+    xid: u32,
+    /// Transactions since the last flush with an UPDATE that left a TOASTed value
+    /// unchanged: the values are read in a snapshot that sees them (rule 6).
+    toast_xids: BTreeSet<u32>,
 }
 
 impl Applier {
@@ -149,6 +161,8 @@ impl Applier {
             budget_bytes: pipeline.memory_budget_bytes,
             clamps: ClampCounts::default(),
             inserts: 0,
+            xid: 0,
+            toast_xids: BTreeSet::new(),
         }
     }
 
@@ -326,8 +340,14 @@ impl Applier {
     }
 
     /// A transaction begins: keepalives are not acknowledged until it commits.
-    pub fn begin(&mut self) {
+    pub fn begin(&mut self, xid: u32) {
         self.ledger.begin();
+        self.xid = xid;
+    }
+
+    /// The current transaction's UPDATE left a TOASTed value unchanged.
+    pub fn unchanged_toast(&mut self) {
+        self.toast_xids.insert(self.xid);
     }
 
     /// A commit: acknowledgeable after the next flush.
@@ -370,6 +390,7 @@ impl Applier {
             lane.batch.clear();
         }
         self.pending.clear();
+        self.toast_xids.clear();
         self.ledger.discard_in_flight();
     }
 
@@ -400,10 +421,14 @@ impl Applier {
             ch_quote(&table)
         );
         ch_client::execute(ch, dest, &sql).await?;
-        StateStore::open(dest, slot)
-            .await?
+        let state = StateStore::open(dest, slot).await?;
+        state
             .put(&keys::snapshot_complete(&table), "truncated")
             .await?;
+        if l.plan.source.relkind == "p" {
+            let recorded = state.load().await?;
+            super::membership::record_tree_emptied(&state, &recorded, &table).await?;
+        }
         crate::metrics::global().rows(&table, Op::Truncate, 1);
         tracing::info!(table = %l.plan.source.display(), "TRUNCATE applied");
         Ok(())
@@ -426,7 +451,7 @@ impl Applier {
             // streaming (rule 5), pgoutput sends a transaction only after it committed,
             // so Postgres already shows its values.
             let lane = &mut self.lanes[i];
-            toast::resolve(pg, &lane.plan, &mut lane.batch).await?;
+            toast::resolve(pg, &lane.plan, &mut lane.batch, &self.toast_xids).await?;
             if lane.batch.is_empty() {
                 continue;
             }
@@ -463,6 +488,7 @@ impl Applier {
         for lane in &mut self.lanes {
             lane.batch.clear();
         }
+        self.toast_xids.clear();
         if !self.pending.is_empty() {
             crate::failpoint::hit(crate::failpoint::AFTER_INSERT_BEFORE_ACK);
         }

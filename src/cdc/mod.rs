@@ -29,8 +29,9 @@ use crate::error::{self, Class};
 use crate::metrics::health::{self, Phase};
 use crate::sink::client as ch_client;
 use crate::sink::ddl;
-use crate::sink::state::StateStore;
+use crate::sink::state::{keys, StateStore};
 use crate::snapshot::control::CopyControl;
+use crate::snapshot::plan::TablePlan;
 use crate::snapshot::{self, SnapshotOptions};
 use crate::source::connect;
 use crate::source::pgoutput::{self, DecodeContext, Message};
@@ -138,6 +139,26 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
     // Every table exists before the stream writes to it; the copies then land alongside
     // the stream (DESIGN.md rule 3), so WAL does not pile up during a long initial load.
     let prepared = snapshot::prepare(settings, &opts).await?;
+    // A table that left the publication and joined again while pgch was stopped missed
+    // the changes in between: only a resync makes it equal.
+    let recorded = state.load().await?;
+    for plan in &prepared.plans {
+        if let Some(detail) = membership::check_membership(
+            &pg,
+            &state,
+            &recorded,
+            &settings.source.publication,
+            plan,
+            prepared.server_version,
+        )
+        .await?
+        {
+            return Err(RunError::Apply(ApplyError::SchemaChanged {
+                table: plan.source.display(),
+                detail,
+            }));
+        }
+    }
     let control = Arc::new(CopyControl::default());
     let mut copies = Copies::new(settings, &opts, control.clone());
     copies.start(prepared.clone(), opts.min_xmin);
@@ -155,10 +176,17 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
         partitions: membership::Partitions::default(),
     };
 
-    // The partition trees as they are now: later looks compare with this.
+    // The partition trees against their records: leaves attached, detached or
+    // truncated while pgch was stopped. Later looks compare with the tree seen now.
     for parent in applier.plans() {
         if parent.source.relkind == "p" {
-            tracker.partitions.poll(&pg, &parent).await?;
+            let record = recorded.get(&keys::partition_tree(&parent.dest));
+            let tree = tracker
+                .partitions
+                .poll(&pg, &parent, record.map(String::as_str))
+                .await?;
+            tracker.follow_tree(&parent, tree, &mut copies, xmax_now)?;
+            tracker.partitions.save(&state, &parent).await?;
         }
     }
 
@@ -206,7 +234,10 @@ struct Copies {
     settings: Settings,
     opts: SnapshotOptions,
     control: Arc<CopyControl>,
-    tasks: tokio::task::JoinSet<Result<(), snapshot::SnapshotError>>,
+    /// Each copy ends with the partition leaf (tree, leaf) it copied, if it was one.
+    tasks: tokio::task::JoinSet<Result<Option<(u32, u32)>, snapshot::SnapshotError>>,
+    /// Leaves whose copies finished since the last look.
+    leaves_copied: Vec<(u32, u32)>,
 }
 
 impl Copies {
@@ -216,23 +247,47 @@ impl Copies {
             opts: opts.clone(),
             control,
             tasks: tokio::task::JoinSet::new(),
+            leaves_copied: Vec::new(),
         }
     }
 
     /// Copies `prepared` in a snapshot whose xmin is at least `min_xmin`; in
     /// `cdc_only` mode nothing is copied.
     fn start(&mut self, prepared: snapshot::Prepared, min_xmin: Option<u64>) {
+        self.spawn(prepared, min_xmin, None);
+    }
+
+    /// Copies a leaf attached to the partitioned table `tree` into the tree's table.
+    fn start_leaf(
+        &mut self,
+        tree: u32,
+        leaf: u32,
+        prepared: snapshot::Prepared,
+        min_xmin: Option<u64>,
+    ) {
+        self.spawn(prepared, min_xmin, Some((tree, leaf)));
+    }
+
+    fn spawn(
+        &mut self,
+        prepared: snapshot::Prepared,
+        min_xmin: Option<u64>,
+        leaf: Option<(u32, u32)>,
+    ) {
         if self.settings.mode != Mode::SnapshotAndCdc || prepared.plans.is_empty() {
+            // Nothing to copy: as good as copied.
+            self.leaves_copied.extend(leaf);
             return;
         }
         let mut opts = self.opts.clone();
         opts.min_xmin = min_xmin;
-        self.tasks.spawn(copy_until_done(
-            self.settings.clone(),
-            opts,
-            prepared,
-            self.control.clone(),
-        ));
+        let copy = copy_until_done(self.settings.clone(), opts, prepared, self.control.clone());
+        self.tasks.spawn(async move { copy.await.map(|()| leaf) });
+    }
+
+    /// Leaves whose copies finished since the last call.
+    fn take_leaves_copied(&mut self) -> Vec<(u32, u32)> {
+        std::mem::take(&mut self.leaves_copied)
     }
 
     /// Resolves when a copy ends with an error (a finished one is just reaped); never
@@ -241,7 +296,7 @@ impl Copies {
         loop {
             match self.tasks.join_next().await {
                 None => return std::future::pending().await,
-                Some(Ok(Ok(()))) => continue,
+                Some(Ok(Ok(leaf))) => self.leaves_copied.extend(leaf),
                 Some(Ok(Err(e))) => return RunError::from(e),
                 // Nothing restarts a copy task that panicked: stop, a restart resumes it.
                 Some(Err(e)) => return RunError::CopyTask(e.to_string()),
@@ -281,6 +336,27 @@ impl Tracker {
         )
         .await?;
         if let Some((prepared, xmax)) = changes.joined {
+            let state = StateStore::open(&settings.destination, &settings.source.slot).await?;
+            let recorded = state.load().await?;
+            for plan in &prepared.plans {
+                // Left and back while pgch was stopped (the record says so) or while
+                // it ran (below): a copy cannot remove rows deleted in between.
+                if let Some(detail) = membership::check_membership(
+                    pg,
+                    &state,
+                    &recorded,
+                    &settings.source.publication,
+                    plan,
+                    self.server_version,
+                )
+                .await?
+                {
+                    return Err(RunError::Apply(ApplyError::SchemaChanged {
+                        table: plan.source.display(),
+                        detail,
+                    }));
+                }
+            }
             for plan in &prepared.plans {
                 tracing::info!(table = %plan.source.display(), destination = %plan.dest, "table joined the publication; copying it");
             }
@@ -304,6 +380,10 @@ impl Tracker {
         // Partition trees: an ATTACH streams no rows, a DETACH, DROP or TRUNCATE of a
         // leaf publishes nothing under publish_via_partition_root (rule 8).
         let xmax = membership::current_xmax(pg).await?;
+        for (tree, leaf) in copies.take_leaves_copied() {
+            self.partitions.copied(tree, leaf);
+        }
+        let mut state = None;
         for parent in applier.plans() {
             if parent.source.relkind != "p" {
                 continue;
@@ -313,23 +393,47 @@ impl Tracker {
                 // truncate to resync for.
                 self.partitions.emptied(parent.source.oid);
             }
-            let tree = self.partitions.poll(pg, &parent).await?;
-            if let Some(detail) = tree.resync {
-                return Err(RunError::Apply(ApplyError::SchemaChanged {
-                    table: parent.source.display(),
-                    detail,
-                }));
+            let tree = self.partitions.poll(pg, &parent, None).await?;
+            self.follow_tree(&parent, tree, copies, xmax)?;
+            if self.partitions.unsaved(parent.source.oid) {
+                if state.is_none() {
+                    state =
+                        Some(StateStore::open(&settings.destination, &settings.source.slot).await?);
+                }
+                if let Some(state) = &state {
+                    self.partitions.save(state, &parent).await?;
+                }
             }
-            for leaf in tree.attached {
-                tracing::info!(table = %parent.source.display(), partition = %format!("{}.{}", leaf.schema, leaf.name), "partition attached with rows; copying it");
-                copies.start(
-                    snapshot::Prepared {
-                        plans: vec![Arc::new(membership::leaf_plan(&parent, &leaf))],
-                        server_version: self.server_version,
-                    },
-                    Some(xmax),
-                );
-            }
+        }
+        Ok(())
+    }
+
+    /// Copies the leaves attached to `parent` with rows; stops for a resync of
+    /// `parent` when one of its leaves was detached, dropped or truncated with rows.
+    fn follow_tree(
+        &mut self,
+        parent: &Arc<TablePlan>,
+        tree: membership::TreeChanges,
+        copies: &mut Copies,
+        xmax: u64,
+    ) -> Result<(), RunError> {
+        if let Some(detail) = tree.resync {
+            return Err(RunError::Apply(ApplyError::SchemaChanged {
+                table: parent.source.display(),
+                detail,
+            }));
+        }
+        for leaf in tree.attached {
+            tracing::info!(table = %parent.source.display(), partition = %format!("{}.{}", leaf.schema, leaf.name), "partition attached with rows; copying it");
+            copies.start_leaf(
+                parent.source.oid,
+                leaf.oid,
+                snapshot::Prepared {
+                    plans: vec![Arc::new(membership::leaf_plan(parent, &leaf))],
+                    server_version: self.server_version,
+                },
+                Some(xmax),
+            );
         }
         Ok(())
     }
@@ -626,7 +730,7 @@ async fn apply_message(
     let slot = &settings.source.slot;
     let now = Instant::now();
     match msg {
-        Message::Begin(_) => applier.begin(),
+        Message::Begin(b) => applier.begin(b.xid),
         Message::Commit(c) => {
             crate::metrics::global().received_commit(c.commit_timestamp.0);
             applier.commit(c.end_lsn, c.commit_timestamp.0);
@@ -642,6 +746,13 @@ async fn apply_message(
                 })?;
         }
         Message::Update(u) => {
+            if u.new
+                .columns
+                .iter()
+                .any(|c| matches!(c, pgoutput::ColumnValue::UnchangedToast))
+            {
+                applier.unchanged_toast();
+            }
             let (batch, plan) = applier.batch(u.relation_id, Change::Update)?;
             batch
                 .update(start, u.old.as_ref(), &u.new, now)

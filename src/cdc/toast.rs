@@ -6,11 +6,16 @@
 //! identity key. Keys are compared as Postgres' text output (the session settings are
 //! pinned, so it is the text pgoutput sent), values are read with the type's output
 //! function, as the stream sends them. A row gone by now is superseded by its later
-//! delete, so its cell becomes a placeholder harmlessly. Read committed sees every
-//! commit the stream has delivered; with synchronous replication the stream can run
-//! ahead of visibility, which is not handled yet.
+//! delete, so its cell becomes a placeholder harmlessly.
+//!
+//! The read must see the transactions that made the changes: with synchronous
+//! replication the walsender can send a commit before it is visible to other sessions.
+//! Each query therefore checks, in its own snapshot, that every transaction whose
+//! UPDATE left a value unchanged is visible, and returns no rows (to be asked again
+//! shortly) while one is not.
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -23,13 +28,19 @@ use crate::source::row::column;
 /// Keys per query: a few hundred keep the statement and its parameters small.
 const KEYS_PER_QUERY: usize = 500;
 
+/// How long a query waits for the changes' transactions to become visible before the
+/// session is given up (and the changes read again from the slot).
+const VISIBILITY_WAIT: Duration = Duration::from_secs(30);
+
 type Key = Vec<Option<Bytes>>;
 
-/// Fills every unresolved cell of `batch` from Postgres.
+/// Fills every unresolved cell of `batch` from Postgres, in snapshots that see the
+/// transactions `xids` (those whose UPDATEs left a TOASTed value unchanged).
 pub async fn resolve(
     pg: &tokio_postgres::Client,
     plan: &TablePlan,
     batch: &mut TableBatch,
+    xids: &BTreeSet<u32>,
 ) -> Result<(), ApplyError> {
     let missing = batch.unresolved();
     if missing.is_empty() {
@@ -57,26 +68,26 @@ pub async fn resolve(
             .collect()
     };
     let mut found: HashMap<Key, Vec<Option<String>>> = HashMap::with_capacity(keys.len());
+    let xid_array = format!(
+        "{{{}}}",
+        xids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     for chunk in keys.chunks(KEYS_PER_QUERY) {
-        let sql = select_sql(plan, &key_cols, &wanted, chunk.len());
-        let params: Vec<Option<String>> = chunk
-            .iter()
-            .flat_map(|k| {
+        let sql = visible_select_sql(&select_sql(plan, &key_cols, &wanted, chunk.len()));
+        let params: Vec<Option<String>> = std::iter::once(Some(xid_array.clone()))
+            .chain(chunk.iter().flat_map(|k| {
                 k.iter()
                     .map(|v| v.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()))
-            })
+            }))
             .collect();
         let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
             .iter()
             .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
             .collect();
-        let rows = pg
-            .query(&sql, &refs)
-            .await
-            .map_err(|source| ApplyError::Toast {
-                table: plan.source.display(),
-                source: source.into(),
-            })?;
+        let rows = read_when_visible(pg, plan, &sql, &refs).await?;
         for row in rows {
             let text = |i: usize| {
                 column::<Option<String>>(&row, i, "reading unchanged TOAST values by key").map_err(
@@ -86,10 +97,11 @@ pub async fn resolve(
                     },
                 )
             };
-            let key: Key = (0..key_cols.len())
+            // Columns 0 and 1 are the visibility verdict and the match mark.
+            let key: Key = (2..2 + key_cols.len())
                 .map(|i| text(i).map(|v| v.map(Bytes::from)))
                 .collect::<Result<_, _>>()?;
-            let values = (key_cols.len()..key_cols.len() + wanted.len())
+            let values = (2 + key_cols.len()..2 + key_cols.len() + wanted.len())
                 .map(text)
                 .collect::<Result<_, _>>()?;
             found.insert(key, values);
@@ -114,6 +126,65 @@ pub async fn resolve(
     Ok(())
 }
 
+/// Runs the read until its snapshot sees every listed transaction; returns the matched
+/// rows.
+async fn read_when_visible(
+    pg: &tokio_postgres::Client,
+    plan: &TablePlan,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, ApplyError> {
+    let failed = |source: crate::source::row::ReadError| ApplyError::Toast {
+        table: plan.source.display(),
+        source,
+    };
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let rows = pg.query(sql, params).await.map_err(|e| failed(e.into()))?;
+        let visible = match rows.first() {
+            Some(row) => column::<bool>(row, 0, "checking the changes' visibility")
+                .map_err(|e| failed(e.into()))?,
+            None => true,
+        };
+        if visible {
+            let mut matched = Vec::with_capacity(rows.len());
+            for row in rows {
+                let hit: Option<bool> = column(&row, 1, "reading unchanged TOAST values by key")
+                    .map_err(|e| failed(e.into()))?;
+                if hit == Some(true) {
+                    matched.push(row);
+                }
+            }
+            return Ok(matched);
+        }
+        if started.elapsed() > VISIBILITY_WAIT {
+            return Err(ApplyError::NotVisible {
+                table: plan.source.display(),
+                waited: started.elapsed(),
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Wraps a key read so that one statement (one snapshot) also says whether the
+/// transactions in `$1` (32-bit xids as sent in Begin, widened with the snapshot's
+/// epoch) are visible: `(visible, matched, …)` rows, or a single `(false, NULL, …)`.
+fn visible_select_sql(select: &str) -> String {
+    format!(
+        "SELECT vis.visible, r.* FROM ( \
+           SELECT coalesce(bool_and(txid_visible_in_snapshot( \
+             (((txid_snapshot_xmax(snap.s) >> 32) \
+               - CASE WHEN x > (txid_snapshot_xmax(snap.s) & 4294967295) THEN 1 ELSE 0 END) << 32) | x, \
+             snap.s)), true) AS visible \
+           FROM (SELECT txid_current_snapshot() AS s) snap \
+           LEFT JOIN unnest($1::text::int8[]) AS x ON true \
+         ) vis LEFT JOIN ({select}) r ON vis.visible"
+    )
+}
+
 /// `SELECT <keys as text>, <wanted columns as text> FROM t WHERE (k…) IN ((…), …)`.
 fn select_sql(plan: &TablePlan, key_cols: &[usize], wanted: &[usize], keys: usize) -> String {
     let as_text = |i: usize| {
@@ -125,7 +196,8 @@ fn select_sql(plan: &TablePlan, key_cols: &[usize], wanted: &[usize], keys: usiz
         .iter()
         .map(|&k| quote_ident(&plan.columns[k].name))
         .collect();
-    let mut n = 0;
+    // $1 is the array of transaction ids (see `visible_select_sql`).
+    let mut n = 1;
     let values: Vec<String> = (0..keys)
         .map(|_| {
             let cells: Vec<String> = key_cols
@@ -139,7 +211,7 @@ fn select_sql(plan: &TablePlan, key_cols: &[usize], wanted: &[usize], keys: usiz
         })
         .collect();
     format!(
-        "SELECT {} FROM {} WHERE ({}) IN ({})",
+        "SELECT true AS matched, {} FROM {} WHERE ({}) IN ({})",
         select.join(", "),
         plan.source.qualified(),
         tuple.join(", "),

@@ -31,6 +31,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cdc::membership;
 use crate::cdc::slot::{verify_recorded, SlotError, SlotIdentity, SourceSession};
 use crate::config::Settings;
 use crate::sink::client::{self as ch_client, SinkError};
@@ -295,6 +296,20 @@ async fn resync_table(
     stale.push(keys::snapshot_complete(&shadow_name));
     stale.push(keys::snapshot_complete(&plan.dest));
     state.forget(&stale).await?;
+
+    // What the copy will hold, recorded before it: the partition tree's leaves and how
+    // the table is a member of the publication (a later start compares with these).
+    let pg = connect::connect(&settings.source.endpoint).await?;
+    membership::record_tree_now(&pg, state, plan).await?;
+    membership::record_membership_now(
+        &pg,
+        state,
+        &settings.source.publication,
+        plan,
+        server_version,
+    )
+    .await?;
+    drop(pg);
 
     let shadow_plan = Arc::new(plan.with_dest(&shadow_name));
     ch_client::execute(

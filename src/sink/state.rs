@@ -46,6 +46,20 @@ pub mod keys {
         format!("table/{table}")
     }
 
+    /// `member/<table>`: how the source table was a member of the publication when
+    /// pgch last looked (`pg_publication_rel` / `pg_publication_namespace` row oids); a
+    /// table found a member only by new paths left and joined again meanwhile.
+    pub fn membership(table: &str) -> String {
+        format!("member/{table}")
+    }
+
+    /// `tree/<table>`: the leaves of a partitioned source table whose rows are in its
+    /// ClickHouse table, so a start notices leaves attached, detached or truncated while
+    /// pgch was stopped.
+    pub fn partition_tree(table: &str) -> String {
+        format!("tree/{table}")
+    }
+
     /// Prefix of every `copy/…` key of one table.
     pub fn copy_prefix(table: &str) -> String {
         format!("copy/{table}/")

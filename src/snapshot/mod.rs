@@ -100,6 +100,8 @@ pub enum SnapshotError {
         /// The source table (`schema.table`), which a resync would copy again.
         source_table: String,
     },
+    #[error("{0}; delete that key from _pgch_state, or run `pgch resync` to copy the table again")]
+    State(String),
 }
 
 impl SnapshotError {
@@ -372,9 +374,7 @@ pub async fn plan_all(
         .await
         .map_err(SnapshotError::Catalog)?;
     let version = column::<i32>(&row, 0, "reading server_version_num")? as u32;
-    let tables = catalog::published_tables(pg, &settings.source.publication, version)
-        .await
-        .map_err(SnapshotError::Catalog)?;
+    let tables = catalog::published_tables(pg, &settings.source.publication, version).await?;
     if tables.is_empty() {
         return Err(SnapshotError::NoTables(settings.source.publication.clone()));
     }

@@ -115,15 +115,11 @@ pub async fn publication(
 
 /// The publication's tables, as `pg_publication_tables` lists them (leaf partitions
 /// unless `publish_via_partition_root`).
-///
-/// The error stays a plain `tokio_postgres::Error` because callers put it into
-/// `SnapshotError::Catalog`; a column that does not convert is still an error (naming
-/// the column's position and the types), never a panic.
 pub async fn published_tables(
     client: &Client,
     publication: &str,
     server_version: u32,
-) -> Result<Vec<PublishedTable>, tokio_postgres::Error> {
+) -> Result<Vec<PublishedTable>, ReadError> {
     let (row_filter, column_list) = if server_version >= 150000 {
         (
             "pt.rowfilter",
@@ -153,23 +149,24 @@ pub async fn published_tables(
     );
     let rows = client.query(&sql, &[&publication]).await?;
     let mut tables = Vec::with_capacity(rows.len());
+    const WHAT: &str = "reading the publication's tables";
     for r in rows {
-        let ident: String = r.try_get(5)?;
-        let columns: Option<Vec<String>> = r.try_get(12)?;
+        let ident: String = column(&r, 5, WHAT)?;
+        let columns: Option<Vec<String>> = column(&r, 12, WHAT)?;
         tables.push(PublishedTable {
-            oid: r.try_get(0)?,
-            schema: r.try_get(1)?,
-            name: r.try_get(2)?,
-            relkind: r.try_get(3)?,
-            is_partition: r.try_get(4)?,
+            oid: column(&r, 0, WHAT)?,
+            schema: column(&r, 1, WHAT)?,
+            name: column(&r, 2, WHAT)?,
+            relkind: column(&r, 3, WHAT)?,
+            is_partition: column(&r, 4, WHAT)?,
             replica_identity: ReplicaIdentity::from_code(&ident)
                 .unwrap_or(ReplicaIdentity::Default),
-            has_primary_key: r.try_get(6)?,
-            primary_key_deferrable: r.try_get(7)?,
-            has_identity_index: r.try_get(8)?,
-            can_select: r.try_get(9)?,
-            schema_usage: r.try_get(10)?,
-            row_filter: r.try_get(11)?,
+            has_primary_key: column(&r, 6, WHAT)?,
+            primary_key_deferrable: column(&r, 7, WHAT)?,
+            has_identity_index: column(&r, 8, WHAT)?,
+            can_select: column(&r, 9, WHAT)?,
+            schema_usage: column(&r, 10, WHAT)?,
+            row_filter: column(&r, 11, WHAT)?,
             column_list: columns,
         });
     }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod converge;
 pub mod process;
 pub mod workload;
 

@@ -1,0 +1,199 @@
+//! What happens to the source while pgch is stopped is noticed at the next start
+//! (DESIGN.md rules 3 and 8): a partition attached meanwhile is copied, one detached
+//! meanwhile asks for a resync, a streamed TRUNCATE of the root is no leaf truncate
+//! after a crash, and a table that left the publication and joined again — while pgch
+//! was stopped, or while it was stopped and then running — is resynced, never resumed
+//! with the changes it missed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::converge::{env_value, log_path, resync_table, wait_same, wait_until};
+use common::process::PgchProcess;
+use common::{guide_env, guide_source, PublicationShape};
+use pgch::testkit::postgres::PgCluster;
+
+/// Starts pgch and expects it to stop at once with a resync naming `table`.
+async fn expect_resync_required(env: &[(String, String)], log: &std::path::Path, table: &str) {
+    let pgch = PgchProcess::run(env, &[], log.to_path_buf());
+    let status = tokio::task::spawn_blocking(move || pgch.wait(Duration::from_secs(90)))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("pgch started although {table} needs a resync"));
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("pgch resync --table {table}")),
+        "the fix is named: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_attached_or_detached_while_pgch_was_stopped_are_noticed_at_the_next_start() {
+    let pg = PgCluster::shared();
+    if pg.version_num < 130_000 {
+        eprintln!("skipped: Postgres 12 cannot publish partitioned tables (no publish_via_partition_root)");
+        return;
+    }
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        "CREATE TABLE public.m (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+         CREATE TABLE public.m_eu PARTITION OF public.m FOR VALUES IN ('eu');
+         CREATE TABLE public.m_us PARTITION OF public.m FOR VALUES IN ('us');
+         INSERT INTO public.m SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 1000) g;
+         ALTER PUBLICATION clickpipes SET (publish_via_partition_root = true);
+         ALTER PUBLICATION clickpipes ADD TABLE public.m;",
+    )
+    .unwrap();
+    let env = guide_env(pg, &src, &[]);
+    let db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path("pgch-stopped-partitions");
+    let pg_sql = "SELECT count(*), sum(id), sum(v), count(DISTINCT region) FROM public.m";
+    let ch_sql = format!(
+        "SELECT count(), sum(id), sum(v), uniqExact(region) FROM `{db}`.`public_m` FINAL WHERE _is_deleted = 0"
+    );
+    let same = |limit| wait_same(pg, &src.database, pg_sql, &ch_sql, limit, &log);
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    same(Duration::from_secs(60)).await;
+    assert!(pgch.terminate(Duration::from_secs(60)).success());
+
+    // Attached with rows while pgch was stopped: ATTACH streams nothing, so only the
+    // recorded tree tells the next start that this leaf's rows are not in ClickHouse.
+    pg.sql(
+        &src.database,
+        "CREATE TABLE public.m_ap (LIKE public.m INCLUDING ALL);
+         INSERT INTO public.m_ap SELECT g, 'ap', g FROM generate_series(5001, 5300) g;
+         ALTER TABLE public.m ATTACH PARTITION public.m_ap FOR VALUES IN ('ap');
+         UPDATE public.m SET v = v + 1 WHERE id % 10 = 1;",
+    )
+    .unwrap();
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    same(Duration::from_secs(90)).await;
+
+    // A streamed TRUNCATE of the root, then a crash before the next look at the tree:
+    // the emptied leaves are no leaf truncate at the next start.
+    pg.sql(
+        &src.database,
+        "TRUNCATE public.m;
+         INSERT INTO public.m SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 300) g;",
+    )
+    .unwrap();
+    same(Duration::from_secs(60)).await;
+    pgch.kill9();
+    let mut pgch = PgchProcess::run(&env, &[], log.clone());
+    pg.sql(
+        &src.database,
+        "UPDATE public.m SET v = v + 7 WHERE id < 50;",
+    )
+    .unwrap();
+    same(Duration::from_secs(60)).await;
+    // Past the first look at the trees (every 10 s).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(
+        pgch.try_status().is_none(),
+        "no resync after a root TRUNCATE: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(pgch.terminate(Duration::from_secs(60)).success());
+
+    // Detached with its rows while pgch was stopped: publish_via_partition_root
+    // publishes nothing for it, so the next start asks for the one command that fixes it.
+    pg.sql(
+        &src.database,
+        "ALTER TABLE public.m DETACH PARTITION public.m_eu;",
+    )
+    .unwrap();
+    expect_resync_required(&env, &log, "public.m").await;
+    resync_table(&env, "public.m");
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    pg.sql(
+        &src.database,
+        "UPDATE public.m SET v = v + 1 WHERE id % 3 = 0;",
+    )
+    .unwrap();
+    same(Duration::from_secs(90)).await;
+    assert!(pgch.terminate(Duration::from_secs(60)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_left_the_publication_and_joined_again_while_pgch_was_stopped_is_resynced() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        "CREATE TABLE public.r (id int PRIMARY KEY, v int);
+         INSERT INTO public.r SELECT g, g FROM generate_series(1, 500) g;
+         ALTER PUBLICATION clickpipes ADD TABLE public.r;",
+    )
+    .unwrap();
+    let env = guide_env(pg, &src, &[]);
+    let db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path("pgch-rejoined");
+    let pg_sql = "SELECT count(*), sum(id), sum(v) FROM public.r";
+    let ch_sql = format!(
+        "SELECT count(), sum(id), sum(v) FROM `{db}`.`public_r` FINAL WHERE _is_deleted = 0"
+    );
+    let same = |limit| wait_same(pg, &src.database, pg_sql, &ch_sql, limit, &log);
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    same(Duration::from_secs(60)).await;
+    assert!(pgch.terminate(Duration::from_secs(60)).success());
+
+    // Out and back in while pgch was stopped: the deletes in between were never
+    // published, and a resumed stream would keep those rows forever.
+    pg.sql(
+        &src.database,
+        "ALTER PUBLICATION clickpipes DROP TABLE public.r;
+         DELETE FROM public.r WHERE id > 400;
+         UPDATE public.r SET v = -v WHERE id <= 10;
+         ALTER PUBLICATION clickpipes ADD TABLE public.r;",
+    )
+    .unwrap();
+    expect_resync_required(&env, &log, "public.r").await;
+    assert!(std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("left publication"));
+    resync_table(&env, "public.r");
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    // Streaming (the resync alone already made the counts equal).
+    pg.sql(&src.database, "UPDATE public.r SET v = v + 1 WHERE id = 1;")
+        .unwrap();
+    same(Duration::from_secs(60)).await;
+
+    // Out while pgch ran (it reports the table as gone), pgch restarted meanwhile, then
+    // back in while it runs: the restart forgot what pgch saw, the record did not.
+    pg.sql(
+        &src.database,
+        "ALTER PUBLICATION clickpipes DROP TABLE public.r;",
+    )
+    .unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "pgch reports the table as gone",
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("table left the publication")
+        },
+    )
+    .await;
+    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    let mut pgch = PgchProcess::run(
+        &env,
+        &[("PGCH__PIPELINE__AUTO_RESYNC", "true")],
+        log.clone(),
+    );
+    pg.sql(
+        &src.database,
+        "DELETE FROM public.r WHERE id <= 100;
+         ALTER PUBLICATION clickpipes ADD TABLE public.r;
+         UPDATE public.r SET v = v + 1000 WHERE id % 5 = 0;",
+    )
+    .unwrap();
+    same(Duration::from_secs(120)).await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("resyncing automatically"), "{text}");
+    assert!(pgch.try_status().is_none(), "pgch streams on");
+    assert!(pgch.terminate(Duration::from_secs(60)).success());
+}
