@@ -253,13 +253,18 @@ impl Applier {
             .collect();
         let unchanged = match &self.lanes[lane].last_relation {
             Some(previous) => *previous == sent,
-            // The first message of a session: the plan was read from the catalog.
+            // The first message of a session: the plan was read from the catalog, maybe
+            // before a change the stream is only now delivering (names and types, as
+            // the Relation names them).
             None => self.lanes[lane]
                 .plan
                 .columns
                 .iter()
-                .map(|c| c.name.as_str())
-                .eq(r.columns.iter().map(|c| c.name.as_str())),
+                .map(|c| (c.name.as_str(), c.sent_type))
+                .eq(r
+                    .columns
+                    .iter()
+                    .map(|c| (c.name.as_str(), (c.type_oid, c.type_modifier)))),
         };
         if !unchanged {
             self.reshape(lane, r, pg, ch, dest).await?;

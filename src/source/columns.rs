@@ -35,6 +35,9 @@ pub struct CatalogColumn {
     pub not_null: bool,
     /// Position in the replica identity key (DESIGN.md rule 2), `None` when not a key column.
     pub key_position: Option<usize>,
+    /// `atttypid` and `atttypmod` as they are (a domain not resolved): what a Relation
+    /// message names, so the stream's first Relation can be compared with the plan.
+    pub sent_type: (u32, i32),
 }
 
 /// The element type of an array column.
@@ -74,7 +77,8 @@ pub async fn published_columns(
          SELECT a.attnum, a.attname::text, bt.oid, bt.typname::text, bt.typtype::text, \
                 CASE WHEN a.atttypmod <> -1 THEN a.atttypmod ELSE coalesce(b.typtypmod, -1) END, \
                 a.attnotnull OR coalesce(b.typnotnull, false), a.attndims::int4, \
-                et.oid, et.typname::text, et.typtype::text, coalesce(eb.typtypmod, -1) \
+                et.oid, et.typname::text, et.typtype::text, coalesce(eb.typtypmod, -1), \
+                a.atttypid, a.atttypmod \
            FROM pg_catalog.pg_attribute a \
            JOIN base b ON b.start = a.atttypid \
            JOIN pg_catalog.pg_type bt ON bt.oid = b.oid \
@@ -115,6 +119,7 @@ pub async fn published_columns(
             dims: u32::try_from(column::<i32>(&r, 7, WHAT)?).unwrap_or(0),
             element,
             key_position: key_attnums.iter().position(|k| *k == attnum),
+            sent_type: (column(&r, 12, WHAT)?, column(&r, 13, WHAT)?),
         });
     }
     // FULL without a primary key: every column is the key (rule 10).
