@@ -183,6 +183,14 @@ impl Applier {
         self.lanes.iter().map(|l| l.plan.clone()).collect()
     }
 
+    /// Points the lane of source table `oid` at another ClickHouse table (a live
+    /// resync's shadow was swapped in under the real name).
+    pub fn set_dest(&mut self, oid: u32, dest: &str) {
+        if let Some(lane) = self.lanes.iter_mut().find(|l| l.plan.source.oid == oid) {
+            lane.plan = Arc::new(lane.plan.with_dest(dest));
+        }
+    }
+
     /// Whether a Relation message names a table pgch streams.
     pub fn knows(&self, r: &Relation) -> bool {
         self.by_name

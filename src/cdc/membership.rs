@@ -248,6 +248,11 @@ impl Partitions {
         Ok(changes)
     }
 
+    /// Whether leaves of `parent` are still being copied into its table.
+    pub fn is_copying(&self, parent: u32) -> bool {
+        self.copying.get(&parent).is_some_and(|c| !c.is_empty())
+    }
+
     /// The copy of an attached leaf finished: its rows are in the root's table.
     pub fn copied(&mut self, parent: u32, leaf: u32) {
         if let Some(copying) = self.copying.get_mut(&parent) {

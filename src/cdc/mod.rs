@@ -19,7 +19,7 @@ pub mod schema;
 pub mod slot;
 pub mod toast;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Mode, Settings, TruncateMode};
 use crate::error::{self, Class};
 use crate::metrics::health::{self, Phase};
+use crate::resync;
 use crate::sink::client as ch_client;
 use crate::sink::ddl;
 use crate::sink::state::{keys, StateStore};
@@ -94,7 +95,15 @@ pub async fn run_resyncing(
         if let Err(e) = &outcome {
             tracing::warn!(error = %e, tables = ?tables, "resyncing automatically (pipeline.auto_resync)");
         }
-        resync_when_free(settings, &tables).await?;
+        if tables.is_empty() {
+            // A new slot: every table is copied again before streaming resumes.
+            resync_when_free(settings, &tables).await?;
+        } else {
+            // One table: copied into a shadow that receives the stream while every
+            // other table streams on (resync::live).
+            let state = StateStore::open(&settings.destination, &settings.source.slot).await?;
+            resync::live::request(&state, &tables).await?;
+        }
     }
 }
 
@@ -138,11 +147,36 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
     opts.min_xmin = Some(identity.snapshot_xmax.max(xmax_now));
     // Every table exists before the stream writes to it; the copies then land alongside
     // the stream (DESIGN.md rule 3), so WAL does not pile up during a long initial load.
-    let prepared = snapshot::prepare(settings, &opts).await?;
+    let recorded = state.load().await?;
+    let (mut plans, server_version) = snapshot::plan_all(&pg, settings, &opts).await?;
+    // Tables being resynced live stream into, and are copied into, fresh shadows.
+    let live = resync::live::recorded(&recorded);
+    let published: BTreeSet<String> = plans.iter().map(|p| p.source.display()).collect();
+    resync::live::forget_unpublished(&state, &live, &published).await?;
+    let mut shadows = HashMap::new();
+    for plan in plans.iter_mut() {
+        if live.contains(&plan.source.display()) {
+            let shadow = resync::live::prepare(
+                &ch,
+                dest,
+                &state,
+                &pg,
+                &settings.source.publication,
+                plan,
+                server_version,
+            )
+            .await?;
+            shadows.insert(plan.source.oid, (plan.source.display(), plan.dest.clone()));
+            *plan = shadow;
+        }
+    }
+    let prepared = snapshot::prepare_plans(settings, plans, server_version).await?;
     // A table that left the publication and joined again while pgch was stopped missed
     // the changes in between: only a resync makes it equal.
-    let recorded = state.load().await?;
     for plan in &prepared.plans {
+        if shadows.contains_key(&plan.source.oid) {
+            continue;
+        }
         if let Some(detail) = membership::check_membership(
             &pg,
             &state,
@@ -161,7 +195,28 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
     }
     let control = Arc::new(CopyControl::default());
     let mut copies = Copies::new(settings, &opts, control.clone());
-    copies.start(prepared.clone(), opts.min_xmin);
+    let (shadow_plans, table_plans): (Vec<_>, Vec<_>) = prepared
+        .plans
+        .iter()
+        .cloned()
+        .partition(|p| shadows.contains_key(&p.source.oid));
+    copies.start(
+        snapshot::Prepared {
+            plans: table_plans,
+            server_version,
+        },
+        opts.min_xmin,
+    );
+    for plan in shadow_plans {
+        copies.start_shadow(
+            plan.source.oid,
+            snapshot::Prepared {
+                plans: vec![plan],
+                server_version,
+            },
+            opts.min_xmin,
+        );
+    }
     let mut applier = Applier::new(
         prepared.plans.clone(),
         identity.consistent_point,
@@ -174,6 +229,7 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
         server_version: prepared.server_version,
         left: BTreeSet::new(),
         partitions: membership::Partitions::default(),
+        shadows,
     };
 
     // The partition trees against their records: leaves attached, detached or
@@ -234,10 +290,21 @@ struct Copies {
     settings: Settings,
     opts: SnapshotOptions,
     control: Arc<CopyControl>,
-    /// Each copy ends with the partition leaf (tree, leaf) it copied, if it was one.
-    tasks: tokio::task::JoinSet<Result<Option<(u32, u32)>, snapshot::SnapshotError>>,
+    /// Each copy ends saying what it copied.
+    tasks: tokio::task::JoinSet<Result<Copied, snapshot::SnapshotError>>,
     /// Leaves whose copies finished since the last look.
     leaves_copied: Vec<(u32, u32)>,
+    /// Tables (source oids) whose live-resync shadows are filled, since the last look.
+    shadows_copied: Vec<u32>,
+}
+
+/// What a finished copy task copied.
+enum Copied {
+    Tables,
+    /// A leaf (tree, leaf) attached to a partitioned table.
+    Leaf(u32, u32),
+    /// The shadow of a table resynced live (its source oid).
+    Shadow(u32),
 }
 
 impl Copies {
@@ -248,13 +315,14 @@ impl Copies {
             control,
             tasks: tokio::task::JoinSet::new(),
             leaves_copied: Vec::new(),
+            shadows_copied: Vec::new(),
         }
     }
 
     /// Copies `prepared` in a snapshot whose xmin is at least `min_xmin`; in
     /// `cdc_only` mode nothing is copied.
     fn start(&mut self, prepared: snapshot::Prepared, min_xmin: Option<u64>) {
-        self.spawn(prepared, min_xmin, None);
+        self.spawn(prepared, min_xmin, Copied::Tables);
     }
 
     /// Copies a leaf attached to the partitioned table `tree` into the tree's table.
@@ -265,24 +333,40 @@ impl Copies {
         prepared: snapshot::Prepared,
         min_xmin: Option<u64>,
     ) {
-        self.spawn(prepared, min_xmin, Some((tree, leaf)));
+        self.spawn(prepared, min_xmin, Copied::Leaf(tree, leaf));
     }
 
-    fn spawn(
-        &mut self,
-        prepared: snapshot::Prepared,
-        min_xmin: Option<u64>,
-        leaf: Option<(u32, u32)>,
-    ) {
-        if self.settings.mode != Mode::SnapshotAndCdc || prepared.plans.is_empty() {
+    /// Fills the shadow of a table resynced live (also in `cdc_only` mode: a resync is
+    /// a copy).
+    fn start_shadow(&mut self, table: u32, prepared: snapshot::Prepared, min_xmin: Option<u64>) {
+        self.spawn(prepared, min_xmin, Copied::Shadow(table));
+    }
+
+    fn spawn(&mut self, prepared: snapshot::Prepared, min_xmin: Option<u64>, what: Copied) {
+        let copies =
+            self.settings.mode == Mode::SnapshotAndCdc || matches!(what, Copied::Shadow(_));
+        if !copies || prepared.plans.is_empty() {
             // Nothing to copy: as good as copied.
-            self.leaves_copied.extend(leaf);
+            self.note(what);
             return;
         }
         let mut opts = self.opts.clone();
         opts.min_xmin = min_xmin;
         let copy = copy_until_done(self.settings.clone(), opts, prepared, self.control.clone());
-        self.tasks.spawn(async move { copy.await.map(|()| leaf) });
+        self.tasks.spawn(async move { copy.await.map(|()| what) });
+    }
+
+    fn note(&mut self, copied: Copied) {
+        match copied {
+            Copied::Tables => {}
+            Copied::Leaf(tree, leaf) => self.leaves_copied.push((tree, leaf)),
+            Copied::Shadow(table) => self.shadows_copied.push(table),
+        }
+    }
+
+    /// Live-resync shadows filled since the last call.
+    fn take_shadows_copied(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.shadows_copied)
     }
 
     /// Leaves whose copies finished since the last call.
@@ -296,7 +380,7 @@ impl Copies {
         loop {
             match self.tasks.join_next().await {
                 None => return std::future::pending().await,
-                Some(Ok(Ok(leaf))) => self.leaves_copied.extend(leaf),
+                Some(Ok(Ok(copied))) => self.note(copied),
                 Some(Ok(Err(e))) => return RunError::from(e),
                 // Nothing restarts a copy task that panicked: stop, a restart resumes it.
                 Some(Err(e)) => return RunError::CopyTask(e.to_string()),
@@ -316,6 +400,8 @@ struct Tracker {
     /// Tables already reported as having left.
     left: BTreeSet<String>,
     partitions: membership::Partitions,
+    /// Tables resynced live (by source oid): their source name and real destination.
+    shadows: HashMap<u32, (String, String)>,
 }
 
 impl Tracker {
@@ -383,6 +469,7 @@ impl Tracker {
         for (tree, leaf) in copies.take_leaves_copied() {
             self.partitions.copied(tree, leaf);
         }
+        self.swap_shadows(settings, applier, copies).await?;
         let mut state = None;
         for parent in applier.plans() {
             if parent.source.relkind != "p" {
@@ -404,6 +491,36 @@ impl Tracker {
                     self.partitions.save(state, &parent).await?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Swaps in the filled shadows of tables resynced live. Runs between flushes, so no
+    /// insert into a shadow is running; a shadow whose attached leaves are still being
+    /// copied into it waits for the next look.
+    async fn swap_shadows(
+        &mut self,
+        settings: &Settings,
+        applier: &mut Applier,
+        copies: &mut Copies,
+    ) -> Result<(), RunError> {
+        let filled = copies.take_shadows_copied();
+        if filled.is_empty() {
+            return Ok(());
+        }
+        let dest = &settings.destination;
+        let ch = ch_client::client(dest, false);
+        let state = StateStore::open(dest, &settings.source.slot).await?;
+        for oid in filled {
+            if self.partitions.is_copying(oid) {
+                copies.shadows_copied.push(oid);
+                continue;
+            }
+            let Some((source, table)) = self.shadows.remove(&oid) else {
+                continue;
+            };
+            resync::live::finish(&ch, dest, &state, &source, &table).await?;
+            applier.set_dest(oid, &table);
         }
         Ok(())
     }

@@ -24,6 +24,7 @@
 //! scope is never narrowed, a slot the run already made and recorded is kept, tables
 //! already exchanged are skipped, and a table in progress is copied again from scratch.
 
+pub mod live;
 pub mod scope;
 pub mod shadow;
 
@@ -341,6 +342,8 @@ async fn resync_table(
         .keys_with_prefix(&keys::copy_prefix(&shadow_name))
         .await?;
     finished.push(keys::snapshot_complete(&shadow_name));
+    // A live resync `pgch run` had begun for this table is done by this one.
+    finished.push(live::key(&plan.source.display()));
     state.forget(&finished).await?;
     state.put(&keys::resync_done(&plan.dest), "done").await?;
     Ok(TableOutcome {

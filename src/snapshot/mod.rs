@@ -202,6 +202,15 @@ pub async fn prepare(
 ) -> Result<Prepared, SnapshotError> {
     let pg = connect::connect(&settings.source.endpoint).await?;
     let (plans, version) = plan_all(&pg, settings, opts).await?;
+    prepare_plans(settings, plans, version).await
+}
+
+/// Creates (or checks) the ClickHouse tables of planned tables.
+pub async fn prepare_plans(
+    settings: &Settings,
+    plans: Vec<TablePlan>,
+    version: u32,
+) -> Result<Prepared, SnapshotError> {
     let dest = &settings.destination;
     let ch = ch_client::client(dest, false);
     ch_client::execute(
