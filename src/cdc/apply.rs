@@ -81,6 +81,9 @@ struct Lane {
     live: BTreeSet<String>,
     /// Changes received since the last report: inserts, updates, deletes.
     received: [u64; 3],
+    /// Transactions committed at or before this are in the table's last resync copy:
+    /// their replayed changes are skipped (the stream may lack later deletes of them).
+    copied_through: Option<Lsn>,
 }
 
 /// The kind of a row change, for counting.
@@ -110,8 +113,9 @@ pub struct Applier {
     budget_bytes: u64,
     pub clamps: ClampCounts,
     inserts: u64,
-    /// The transaction being received (its Begin's xid).
+    /// The transaction being received (its Begin's xid and commit LSN).
     xid: u32,
+    final_lsn: Lsn,
     /// Transactions since the last flush with an UPDATE that left a TOASTed value
     /// unchanged: the values are read in a snapshot that sees them (rule 6).
     toast_xids: BTreeSet<u32>,
@@ -144,6 +148,7 @@ impl Applier {
                     plan,
                     last_relation: None,
                     received: [0; 3],
+                    copied_through: None,
                 }
             })
             .collect();
@@ -162,6 +167,7 @@ impl Applier {
             clamps: ClampCounts::default(),
             inserts: 0,
             xid: 0,
+            final_lsn: Lsn::ZERO,
             toast_xids: BTreeSet::new(),
         }
     }
@@ -237,6 +243,7 @@ impl Applier {
                 plan: plan.clone(),
                 last_relation: None,
                 received: [0; 3],
+                copied_through: None,
             });
         }
     }
@@ -353,9 +360,27 @@ impl Applier {
     }
 
     /// A transaction begins: keepalives are not acknowledged until it commits.
-    pub fn begin(&mut self, xid: u32) {
+    pub fn begin(&mut self, xid: u32, final_lsn: Lsn) {
         self.ledger.begin();
         self.xid = xid;
+        self.final_lsn = final_lsn;
+    }
+
+    /// Marks the table `oid` as copied (by a resync) through every transaction
+    /// committed at or before `lsn`.
+    pub fn set_copied_through(&mut self, oid: u32, lsn: Lsn) {
+        if let Some(lane) = self.lanes.iter_mut().find(|l| l.plan.source.oid == oid) {
+            lane.copied_through = Some(lsn);
+        }
+    }
+
+    /// Whether a change of `relation` in the current transaction is already in the
+    /// table's resync copy, and must not be replayed over it.
+    pub fn in_copy(&self, relation: Oid) -> bool {
+        self.relations
+            .get(&relation)
+            .and_then(|&lane| self.lanes[lane].copied_through)
+            .is_some_and(|through| self.final_lsn <= through)
     }
 
     /// The current transaction's UPDATE left a TOASTed value unchanged.
@@ -425,7 +450,7 @@ impl Applier {
         let table = self.lanes[lane].plan.dest.clone();
         self.truncated.push(self.lanes[lane].plan.source.oid);
         self.control.gate(&table).cancel_and_wait().await;
-        wait_for_copy_inserts(ch, dest, &table).await;
+        wait_for_inserts(ch, dest, &table).await;
         let l = &mut self.lanes[lane];
         l.batch.clear();
         let sql = format!(
@@ -472,16 +497,15 @@ impl Applier {
             encoded.push(encode_lane(lane, i, self.inserts)?);
         }
         // The tables' inserts run concurrently; each retries on its own. Rows stay in
-        // their batches until every insert has returned.
-        let results = futures_util::future::join_all(
+        // their batches until every insert has returned. A fatal error of one stops the
+        // others at once (one may be retrying through an outage): nothing of this flush
+        // is acknowledged, and the TRUNCATE barrier waits out abandoned inserts.
+        futures_util::future::try_join_all(
             encoded
                 .iter()
                 .map(|e| insert_with_retry(ch, dest, &self.lanes[e.lane].plan, e)),
         )
-        .await;
-        for result in results {
-            result?;
-        }
+        .await?;
         let metrics = crate::metrics::global();
         for e in &encoded {
             let lane = &mut self.lanes[e.lane];
@@ -604,8 +628,9 @@ const CLICKHOUSE: &str = "clickhouse";
 
 /// Waits until ClickHouse runs no insert of `table` any more: a copy (or a stream
 /// insert attempt) abandoned by its client may still be finishing on the server, and
-/// must not land after the TRUNCATE. Servers that cannot tell (no `system.processes`) are taken at their word.
-async fn wait_for_copy_inserts(ch: &clickhouse::Client, dest: &DestinationSettings, table: &str) {
+/// must not land after a TRUNCATE or an exchange. Servers that cannot tell (no
+/// `system.processes`) are taken at their word.
+pub async fn wait_for_inserts(ch: &clickhouse::Client, dest: &DestinationSettings, table: &str) {
     // Copies, and attempts of stream inserts abandoned by a retry, of this table.
     let sql = format!(
         "SELECT count() FROM system.processes WHERE startsWith(query_id, '{}') OR startsWith(query_id, '{}')",
@@ -625,6 +650,6 @@ async fn wait_for_copy_inserts(ch: &clickhouse::Client, dest: &DestinationSettin
     }
     tracing::warn!(
         table,
-        "a copy insert still runs in ClickHouse after 60 s; truncating anyway"
+        "an abandoned insert still runs in ClickHouse after 60 s; going on anyway"
     );
 }

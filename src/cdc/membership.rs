@@ -19,6 +19,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
+use crate::lsn::Lsn;
 use crate::sink::client::SinkError;
 use crate::sink::state::{keys, StateStore};
 use crate::snapshot::plan::TablePlan;
@@ -48,6 +49,18 @@ pub async fn current_xmax(pg: &tokio_postgres::Client) -> Result<u64, SnapshotEr
         .map_err(SnapshotError::Catalog)?;
     let xmax: i64 = column(&row, 0, "reading the current snapshot's xmax")?;
     Ok(xmax.max(0) as u64)
+}
+
+/// The WAL written so far: read before a copy's snapshot, every transaction committed
+/// at or before it is in the copy.
+pub async fn current_wal_lsn(pg: &tokio_postgres::Client) -> Result<Lsn, SnapshotError> {
+    let row = pg
+        .query_one("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(SnapshotError::Catalog)?;
+    let text: String = column(&row, 0, "reading the current WAL position")?;
+    text.parse()
+        .map_err(|_| SnapshotError::State(format!("unreadable WAL position {text:?}")))
 }
 
 /// Compares the publication with the tables pgch streams (`known`, by `schema.table`).
@@ -113,9 +126,16 @@ pub async fn member_paths(
         .query(&sql, &[&publication, &table])
         .await
         .map_err(SnapshotError::Catalog)?;
-    rows.iter()
+    let mut paths = rows
+        .iter()
         .map(|r| Ok(column::<String>(r, 0, "reading how a table is published")?))
-        .collect()
+        .collect::<Result<BTreeSet<String>, SnapshotError>>()?;
+    if !paths.is_empty() {
+        // The table itself: dropped and created again under FOR ALL TABLES or TABLES IN
+        // SCHEMA, it keeps its paths but not its rows.
+        paths.insert(format!("oid:{table}"));
+    }
+    Ok(paths)
 }
 
 /// Whether a table recorded as a member by `before` (comma-separated paths) and a
@@ -125,7 +145,22 @@ pub fn rejoined(before: Option<&str>, now: &BTreeSet<String>) -> bool {
     let Some(before) = before.filter(|b| !b.is_empty()) else {
         return false;
     };
-    !now.is_empty() && !before.split(',').any(|path| now.contains(path))
+    if now.is_empty() {
+        return false;
+    }
+    let is_oid = |p: &&str| p.starts_with("oid:");
+    let old_oid = before.split(',').find(is_oid);
+    let new_oid = now.iter().map(String::as_str).find(is_oid);
+    if let (Some(old), Some(new)) = (old_oid, new_oid) {
+        if old != new {
+            // Another table under the same name.
+            return true;
+        }
+    }
+    !before
+        .split(',')
+        .filter(|p| !is_oid(p))
+        .any(|path| now.contains(path))
 }
 
 /// Compares how `plan`'s table is a member now with the record, and records the present
@@ -186,6 +221,10 @@ pub struct Leaf {
     pub name: String,
     pub filenode: u32,
     pub has_rows: bool,
+    /// Recorded while its copy into the root's table had not finished: a start finds
+    /// it present (copy it again) or gone (resync the root — some rows may have landed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copying: bool,
 }
 
 /// What happened to a partition tree since the last look.
@@ -260,25 +299,28 @@ impl Partitions {
         }
     }
 
-    /// Writes the tree of `parent` as it is in ClickHouse (the last look, less leaves
-    /// still being copied) when it differs from the record.
+    /// Writes the tree of `parent` (by oid) as it is in ClickHouse table `dest` (the
+    /// last look; leaves still being copied marked so) when it differs from the record.
     pub async fn save(
         &mut self,
         state: &StateStore<'_>,
-        parent: &TablePlan,
+        parent: u32,
+        dest: &str,
     ) -> Result<(), SinkError> {
-        let oid = parent.source.oid;
-        let Some(text) = self.landed(oid) else {
+        let Some(text) = self.landed(parent) else {
             return Ok(());
         };
-        if self.saved.get(&oid) == Some(&text) {
+        if self.saved.get(&parent) == Some(&text) {
             return Ok(());
         }
-        state
-            .put(&keys::partition_tree(&parent.dest), &text)
-            .await?;
-        self.saved.insert(oid, text);
+        state.put(&keys::partition_tree(dest), &text).await?;
+        self.saved.insert(parent, text);
         Ok(())
+    }
+
+    /// The next save writes the tree whatever the last one wrote (it goes elsewhere now).
+    pub fn forget_saved(&mut self, parent: u32) {
+        self.saved.remove(&parent);
     }
 
     /// Whether the tree of `parent` differs from its record (a write is due).
@@ -287,15 +329,18 @@ impl Partitions {
             .is_some_and(|text| self.saved.get(&parent) != Some(&text))
     }
 
-    /// The record of a tree: the last look, less leaves still being copied.
+    /// The record of a tree: the last look, leaves still being copied marked so.
     fn landed(&self, parent: u32) -> Option<String> {
         let tree = self.trees.get(&parent)?;
         let copying = self.copying.get(&parent);
-        let landed: Vec<&Leaf> = tree
+        let landed: Vec<Leaf> = tree
             .values()
-            .filter(|leaf| !copying.is_some_and(|c| c.contains(&leaf.oid)))
+            .map(|leaf| Leaf {
+                copying: copying.is_some_and(|c| c.contains(&leaf.oid)),
+                ..leaf.clone()
+            })
             .collect();
-        // Plain data with string keys: serialising it cannot fail.
+        // Plain data: serialising it cannot fail.
         serde_json::to_string(&landed).ok()
     }
 }
@@ -313,7 +358,9 @@ pub async fn record_tree_now(
     }
     let mut partitions = Partitions::default();
     partitions.poll(pg, parent, None).await?;
-    partitions.save(state, parent).await?;
+    partitions
+        .save(state, parent.source.oid, &parent.dest)
+        .await?;
     Ok(())
 }
 
@@ -366,6 +413,9 @@ pub fn compare(
                     leaf.schema, leaf.name
                 ));
             }
+            // Its copy was interrupted: copy it again (rows are versioned 0; repeats
+            // converge).
+            Some(old) if old.copying && leaf.has_rows => changes.attached.push(leaf.clone()),
             Some(_) => {}
         }
     }
@@ -430,6 +480,7 @@ async fn leaves(
                 name,
                 filenode,
                 has_rows,
+                copying: false,
             },
         );
     }
@@ -478,6 +529,7 @@ mod tests {
             name: format!("p{oid}"),
             filenode,
             has_rows,
+            copying: false,
         }
     }
 
@@ -548,10 +600,19 @@ mod tests {
             !rejoined(Some("table:1"), &now(&[])),
             "not a member now: it left"
         );
+        assert!(!rejoined(Some("all:3,oid:10"), &now(&["all:3", "oid:10"])));
+        assert!(
+            rejoined(Some("all:3,oid:10"), &now(&["all:3", "oid:11"])),
+            "dropped and created again under FOR ALL TABLES"
+        );
+        assert!(
+            rejoined(Some("oid:10,table:1"), &now(&["oid:10", "table:2"])),
+            "same table, out and back in"
+        );
     }
 
     #[test]
-    fn the_record_leaves_out_leaves_still_being_copied_and_a_restart_copies_them_again() {
+    fn the_record_marks_leaves_still_being_copied_and_a_restart_copies_them_again_or_resyncs() {
         let mut partitions = Partitions::default();
         partitions
             .trees
@@ -559,9 +620,18 @@ mod tests {
         partitions.copying.entry(100).or_default().insert(3);
         let record = partitions.landed(100).unwrap();
         let recorded = parse_tree("t", &record).unwrap();
-        assert_eq!(recorded, tree(&[leaf(1, 10, true)]));
+        let copying_3 = Leaf {
+            copying: true,
+            ..leaf(3, 30, true)
+        };
+        assert_eq!(recorded, tree(&[leaf(1, 10, true), copying_3]));
         assert!(partitions.unsaved(100));
-        // A restart compares the record with the tree: leaf 3 is attached again.
+        let gone = compare("t", &recorded, &tree(&[leaf(1, 10, true)]));
+        assert!(
+            gone.resync.unwrap().contains("p3 of t was detached"),
+            "gone while its copy ran: some rows may have landed"
+        );
+        // A restart compares the record with the tree: leaf 3 is copied again.
         let again = compare(
             "t",
             &recorded,

@@ -143,6 +143,8 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
     // (rule 3), and those that wrote to a table before it joined the publication while
     // pgch was away — so the xmax of now, which is never below the recorded one.
     let pg = connect::connect(&settings.source.endpoint).await?;
+    // Before the xmax: a copy waiting for that xmax sees everything committed up to here.
+    let wal_now = membership::current_wal_lsn(&pg).await?;
     let xmax_now = membership::current_xmax(&pg).await?;
     opts.min_xmin = Some(identity.snapshot_xmax.max(xmax_now));
     // Every table exists before the stream writes to it; the copies then land alongside
@@ -154,21 +156,33 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
     let published: BTreeSet<String> = plans.iter().map(|p| p.source.display()).collect();
     resync::live::forget_unpublished(&state, &live, &published).await?;
     let mut shadows = HashMap::new();
+    let mut copied_through: HashMap<u32, crate::lsn::Lsn> = HashMap::new();
     for plan in plans.iter_mut() {
-        if live.contains(&plan.source.display()) {
-            let shadow = resync::live::prepare(
-                &ch,
-                dest,
-                &state,
-                &pg,
-                &settings.source.publication,
-                plan,
-                server_version,
-            )
-            .await?;
-            shadows.insert(plan.source.oid, (plan.source.display(), plan.dest.clone()));
-            *plan = shadow;
+        let source = plan.source.display();
+        if let Some(lsn) = recorded
+            .get(&keys::copied_through(&source))
+            .and_then(|t| t.parse().ok())
+        {
+            copied_through.insert(plan.source.oid, lsn);
         }
+        if !live.contains(&source) {
+            continue;
+        }
+        if recorded
+            .get(&resync::live::key(&source))
+            .map(String::as_str)
+            == Some(resync::live::EXCHANGED)
+        {
+            // Exchanged before pgch stopped: only the old rows are left to drop.
+            resync::live::clean_up(&ch, dest, &state, &source, &plan.dest).await?;
+            continue;
+        }
+        let shadow =
+            resync::live::prepare(&ch, settings, &state, &pg, plan, server_version, wal_now)
+                .await?;
+        copied_through.insert(plan.source.oid, wal_now);
+        shadows.insert(plan.source.oid, LiveShadow::new(source, plan.dest.clone()));
+        *plan = shadow;
     }
     let prepared = snapshot::prepare_plans(settings, plans, server_version).await?;
     // A table that left the publication and joined again while pgch was stopped missed
@@ -224,6 +238,9 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
         control,
     );
     applier.set_server_version(prepared.server_version);
+    for (oid, lsn) in copied_through {
+        applier.set_copied_through(oid, lsn);
+    }
     let mut tracker = Tracker {
         opts: opts.clone(),
         server_version: prepared.server_version,
@@ -236,13 +253,19 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
     // truncated while pgch was stopped. Later looks compare with the tree seen now.
     for parent in applier.plans() {
         if parent.source.relkind == "p" {
-            let record = recorded.get(&keys::partition_tree(&parent.dest));
+            let oid = parent.source.oid;
+            // A table resynced live had its tree recorded just now, by prepare.
+            let record = match tracker.shadows.contains_key(&oid) {
+                true => None,
+                false => recorded.get(&keys::partition_tree(&parent.dest)),
+            };
             let tree = tracker
                 .partitions
                 .poll(&pg, &parent, record.map(String::as_str))
                 .await?;
             tracker.follow_tree(&parent, tree, &mut copies, xmax_now)?;
-            tracker.partitions.save(&state, &parent).await?;
+            let record_as = tracker.real_dest(&parent);
+            tracker.partitions.save(&state, oid, &record_as).await?;
         }
     }
 
@@ -400,8 +423,27 @@ struct Tracker {
     /// Tables already reported as having left.
     left: BTreeSet<String>,
     partitions: membership::Partitions,
-    /// Tables resynced live (by source oid): their source name and real destination.
-    shadows: HashMap<u32, (String, String)>,
+    /// Tables resynced live (by source oid).
+    shadows: HashMap<u32, LiveShadow>,
+}
+
+/// A table resynced live: its lane writes to the shadow until the exchange.
+struct LiveShadow {
+    source: String,
+    /// The real destination table.
+    dest: String,
+    /// The exchange happened; what is left is dropping the old rows.
+    exchanged: bool,
+}
+
+impl LiveShadow {
+    fn new(source: String, dest: String) -> LiveShadow {
+        LiveShadow {
+            source,
+            dest,
+            exchanged: false,
+        }
+    }
 }
 
 impl Tracker {
@@ -488,16 +530,30 @@ impl Tracker {
                         Some(StateStore::open(&settings.destination, &settings.source.slot).await?);
                 }
                 if let Some(state) = &state {
-                    self.partitions.save(state, &parent).await?;
+                    let record_as = self.real_dest(&parent);
+                    self.partitions
+                        .save(state, parent.source.oid, &record_as)
+                        .await?;
                 }
             }
         }
         Ok(())
     }
 
+    /// The ClickHouse table a plan's rows end up in: its own, or for a table resynced
+    /// live, the real one its shadow will become.
+    fn real_dest(&self, plan: &TablePlan) -> String {
+        match self.shadows.get(&plan.source.oid) {
+            Some(live) => live.dest.clone(),
+            None => plan.dest.clone(),
+        }
+    }
+
     /// Swaps in the filled shadows of tables resynced live. Runs between flushes, so no
-    /// insert into a shadow is running; a shadow whose attached leaves are still being
-    /// copied into it waits for the next look.
+    /// insert of this process into a shadow is running (abandoned ones are waited for);
+    /// a shadow whose attached leaves are still being copied into it waits for the next
+    /// look. A failure leaves the shadow to the next look: the exchange is recorded the
+    /// moment it happens and never repeated.
     async fn swap_shadows(
         &mut self,
         settings: &Settings,
@@ -510,17 +566,38 @@ impl Tracker {
         }
         let dest = &settings.destination;
         let ch = ch_client::client(dest, false);
-        let state = StateStore::open(dest, &settings.source.slot).await?;
-        for oid in filled {
+        let state = match StateStore::open(dest, &settings.source.slot).await {
+            Ok(state) => state,
+            Err(e) => {
+                copies.shadows_copied.extend(filled);
+                return Err(e.into());
+            }
+        };
+        let mut pending = filled.into_iter();
+        while let Some(oid) = pending.next() {
             if self.partitions.is_copying(oid) {
                 copies.shadows_copied.push(oid);
                 continue;
             }
-            let Some((source, table)) = self.shadows.remove(&oid) else {
+            let Some(live) = self.shadows.get_mut(&oid) else {
                 continue;
             };
-            resync::live::finish(&ch, dest, &state, &source, &table).await?;
-            applier.set_dest(oid, &table);
+            let step = async {
+                if !live.exchanged {
+                    resync::live::exchange(&ch, dest, &state, &live.source, &live.dest).await?;
+                    live.exchanged = true;
+                    applier.set_dest(oid, &live.dest);
+                }
+                resync::live::clean_up(&ch, dest, &state, &live.source, &live.dest).await
+            };
+            if let Err(e) = step.await {
+                copies.shadows_copied.push(oid);
+                copies.shadows_copied.extend(pending);
+                return Err(e.into());
+            }
+            self.shadows.remove(&oid);
+            // The tree is recorded under the real table from now on.
+            self.partitions.forget_saved(oid);
         }
         Ok(())
     }
@@ -847,7 +924,12 @@ async fn apply_message(
     let slot = &settings.source.slot;
     let now = Instant::now();
     match msg {
-        Message::Begin(b) => applier.begin(b.xid),
+        Message::Begin(b) => applier.begin(b.xid, b.final_lsn),
+        // Already in the table's resync copy (see Applier::in_copy).
+        Message::Insert(crate::source::pgoutput::Insert { relation_id, .. })
+        | Message::Update(crate::source::pgoutput::Update { relation_id, .. })
+        | Message::Delete(crate::source::pgoutput::Delete { relation_id, .. })
+            if applier.in_copy(*relation_id) => {}
         Message::Commit(c) => {
             crate::metrics::global().received_commit(c.commit_timestamp.0);
             applier.commit(c.end_lsn, c.commit_timestamp.0);
@@ -897,6 +979,9 @@ async fn apply_message(
             // Rows of other tables before the TRUNCATE must land first.
             applier.flush(pg, ch, dest).await?;
             for id in &t.relation_ids {
+                if applier.in_copy(*id) {
+                    continue;
+                }
                 if let Some(lane) = applier.lane_of(*id) {
                     applier.truncate(lane, ch, dest, slot).await?;
                 }

@@ -2,16 +2,19 @@
 //!
 //! ```text
 //!   stream needs a resync of T ─► live/<T> in _pgch_state ─► pgch run starts over:
-//!     DROP leftover shadow ─► record T's tree and membership ─► CREATE shadow (T's shape now)
-//!     stream of T ─► shadow            copy of T (xmin >= xmax now) ─► shadow
-//!                                      copy done ─► EXCHANGE TABLES dest AND shadow
+//!     WAL position W, then xmax ─► DROP leftover shadow ─► record T's tree, membership
+//!     and copied/<T> = W ─► CREATE shadow (T's shape now)
+//!     stream of T ─► shadow            copy of T (xmin >= xmax) ─► shadow
+//!     (transactions committed          copy done ─► EXCHANGE TABLES dest AND shadow
+//!      at or before W skipped)                   ─► live/<T> = exchanged
 //!                                                ─► DROP shadow (the old rows) ─► forget live/<T>
 //! ```
 //!
 //! Why it is equal (DESIGN.md rule 3): the shadow holds a copy (version 0) in a snapshot
-//! that sees every transaction committed before the stream position it starts at, and
-//! every change from that position on (their LSNs as versions), so it is what a first
-//! start would have made. Other tables stream on the whole time, and readers of the
+//! that sees every transaction committed at or before W, and every change of a
+//! transaction committed after W (their LSNs as versions), so it is what a first start
+//! would have made. Changes at or before W are not replayed over the copy: for a table
+//! that left the publication or lost a leaf, the stream lacks their later deletes. Other tables stream on the whole time, and readers of the
 //! destination see the old complete table until the exchange. A crash or restart before
 //! the exchange starts the resync over (the shadow is dropped and copied again, the
 //! stream replays from the slot into it); after it, the mark is gone and T streams on.
@@ -20,7 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::shadow::{self, Swap};
 use crate::cdc::membership;
-use crate::config::DestinationSettings;
+use crate::config::{DestinationSettings, Settings};
+use crate::lsn::Lsn;
 use crate::sink::client::SinkError;
 use crate::sink::state::{keys, StateStore};
 use crate::snapshot::plan::TablePlan;
@@ -54,13 +58,15 @@ pub async fn request(state: &StateStore<'_>, sources: &[String]) -> Result<(), S
 /// caller creates the shadow (like any table) and streams into it.
 pub async fn prepare(
     ch: &clickhouse::Client,
-    dest: &DestinationSettings,
+    settings: &Settings,
     state: &StateStore<'_>,
     pg: &tokio_postgres::Client,
-    publication: &str,
     plan: &TablePlan,
     server_version: u32,
+    copied_through: Lsn,
 ) -> Result<TablePlan, SnapshotError> {
+    let dest = &settings.destination;
+    let publication = &settings.source.publication;
     let shadow_name = shadow::shadow_name(&plan.dest);
     shadow::recover_parked(ch, dest, &plan.dest).await?;
     shadow::drop(ch, dest, &shadow_name).await?;
@@ -69,9 +75,17 @@ pub async fn prepare(
         .await?;
     stale.push(keys::snapshot_complete(&shadow_name));
     stale.push(keys::table_owned(&shadow_name));
+    stale.push(keys::partition_tree(&shadow_name));
     state.forget(&stale).await?;
     membership::record_tree_now(pg, state, plan).await?;
     membership::record_membership_now(pg, state, publication, plan, server_version).await?;
+    // Replayed changes the copy already holds are skipped, also after the exchange.
+    state
+        .put(
+            &keys::copied_through(&plan.source.display()),
+            &copied_through.to_string(),
+        )
+        .await?;
     tracing::warn!(
         table = %plan.source.display(),
         shadow = %shadow_name,
@@ -80,9 +94,14 @@ pub async fn prepare(
     Ok(plan.with_dest(&shadow_name))
 }
 
-/// Swaps the filled shadow of `dest` in and forgets the resync. Called between
-/// flushes, so no insert into either table is running.
-pub async fn finish(
+/// The mark's value once the shadow has been exchanged in: what is left is cleaning up
+/// (exchanging again would put the old rows back).
+pub const EXCHANGED: &str = "exchanged";
+
+/// Swaps the filled shadow of `dest` in and records that it did. Called between
+/// flushes (no insert of this process into either table is running), after inserts
+/// abandoned on the server have ended.
+pub async fn exchange(
     ch: &clickhouse::Client,
     settings: &DestinationSettings,
     state: &StateStore<'_>,
@@ -90,12 +109,25 @@ pub async fn finish(
     dest: &str,
 ) -> Result<Swap, SinkError> {
     let shadow_name = shadow::shadow_name(dest);
+    crate::cdc::apply::wait_for_inserts(ch, settings, &shadow_name).await;
     let dest_exists = shadow::exists(ch, settings, dest).await?;
     let swap = shadow::swap(ch, settings, dest, dest_exists).await?;
-    if swap != Swap::Created {
-        // The shadow now holds the old rows.
-        shadow::drop(ch, settings, &shadow_name).await?;
-    }
+    state.put(&key(source), EXCHANGED).await?;
+    tracing::info!(table = %source, destination = %dest, swap = swap.as_str(), "live resync: the fresh copy is in place");
+    Ok(swap)
+}
+
+/// After the exchange: drops the old rows (now in the shadow) and forgets the resync.
+/// Safe to repeat.
+pub async fn clean_up(
+    ch: &clickhouse::Client,
+    settings: &DestinationSettings,
+    state: &StateStore<'_>,
+    source: &str,
+    dest: &str,
+) -> Result<(), SinkError> {
+    let shadow_name = shadow::shadow_name(dest);
+    shadow::drop(ch, settings, &shadow_name).await?;
     state.put(&keys::table_owned(dest), source).await?;
     state.put(&keys::snapshot_complete(dest), "resync").await?;
     let mut done = state
@@ -108,8 +140,8 @@ pub async fn finish(
         key(source),
     ]);
     state.forget(&done).await?;
-    tracing::info!(table = %source, destination = %dest, swap = swap.as_str(), "live resync finished: the fresh copy is in place");
-    Ok(swap)
+    tracing::info!(table = %source, destination = %dest, "live resync finished");
+    Ok(())
 }
 
 /// Forgets live resyncs of tables no longer published (nothing streams into them).

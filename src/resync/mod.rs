@@ -258,7 +258,10 @@ async fn renew_slot(
     let loaded = state.load().await?;
     let stale: Vec<String> = loaded
         .into_keys()
-        .filter(|k| k.starts_with("copy/") || k.starts_with("complete/"))
+        // `copied/…` positions belong to the old slot's (maybe the old system's) WAL.
+        .filter(|k| {
+            k.starts_with("copy/") || k.starts_with("complete/") || k.starts_with("copied/")
+        })
         .collect();
     tracing::info!(
         marks = stale.len(),
@@ -301,6 +304,14 @@ async fn resync_table(
     // What the copy will hold, recorded before it: the partition tree's leaves and how
     // the table is a member of the publication (a later start compares with these).
     let pg = connect::connect(&settings.source.endpoint).await?;
+    // Read before the copy's snapshot, which waits for every transaction running now:
+    // what committed at or before this position is in the copy and is not replayed over
+    // it (the stream may lack its later deletes: the table left, or a leaf was detached).
+    let copied_through = membership::current_wal_lsn(&pg).await?;
+    let xmax = membership::current_xmax(&pg).await?;
+    let mut opts = opts.clone();
+    opts.min_xmin = Some(opts.min_xmin.unwrap_or(0).max(xmax));
+    let opts = &opts;
     membership::record_tree_now(&pg, state, plan).await?;
     membership::record_membership_now(
         &pg,
@@ -333,6 +344,12 @@ async fn resync_table(
     }
     state
         .put(&keys::table_owned(&plan.dest), &plan.source.display())
+        .await?;
+    state
+        .put(
+            &keys::copied_through(&plan.source.display()),
+            &copied_through.to_string(),
+        )
         .await?;
     // The table needs no more copying for this slot: `pgch run` only streams into it.
     state

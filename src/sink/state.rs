@@ -60,6 +60,14 @@ pub mod keys {
         format!("tree/{table}")
     }
 
+    /// `copied/<schema.table>`: the WAL position read just before the snapshot of the
+    /// table's last resync copy. Changes of transactions committed at or before it are in
+    /// that copy; replaying them from an older confirmed position would bring back rows
+    /// deleted while the table was not published (left, or a leaf detached).
+    pub fn copied_through(source: &str) -> String {
+        format!("copied/{source}")
+    }
+
     /// Prefix of every `copy/…` key of one table.
     pub fn copy_prefix(table: &str) -> String {
         format!("copy/{table}/")
