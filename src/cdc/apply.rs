@@ -261,6 +261,17 @@ impl Applier {
             .by_name
             .get(&name)
             .ok_or_else(|| ApplyError::UnplannedTable(name.clone()))?;
+        if self.lanes[lane]
+            .copied_through
+            .is_some_and(|through| self.final_lsn <= through)
+        {
+            // A shape from before the table's resync copy, whose rows are skipped
+            // (`in_copy`): later rows of this relation still need the mapping, and the
+            // next Relation is compared with the plan again.
+            self.relations.insert(r.id, lane);
+            self.lanes[lane].last_relation = None;
+            return Ok(());
+        }
         let sent: Vec<(String, u32, i32)> = r
             .columns
             .iter()
