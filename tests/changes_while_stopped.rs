@@ -11,6 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::converge::{env_value, log_path, resync_table, wait_same, wait_until};
+use common::partitions::{ch_sums, partitioned_source, PG_SUMS};
 use common::process::PgchProcess;
 use common::{guide_env, guide_source, PublicationShape};
 use pgch::testkit::postgres::PgCluster;
@@ -33,28 +34,14 @@ async fn expect_resync_required(env: &[(String, String)], log: &std::path::Path,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_attached_or_detached_while_pgch_was_stopped_are_noticed_at_the_next_start() {
     let pg = PgCluster::shared();
-    if pg.version_num < 130_000 {
-        eprintln!("skipped: Postgres 12 cannot publish partitioned tables (no publish_via_partition_root)");
+    let Some(src) = partitioned_source(pg) else {
         return;
-    }
-    let src = guide_source(pg, None, PublicationShape::ForTable);
-    pg.sql(
-        &src.database,
-        "CREATE TABLE public.m (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
-         CREATE TABLE public.m_eu PARTITION OF public.m FOR VALUES IN ('eu');
-         CREATE TABLE public.m_us PARTITION OF public.m FOR VALUES IN ('us');
-         INSERT INTO public.m SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 1000) g;
-         ALTER PUBLICATION clickpipes SET (publish_via_partition_root = true);
-         ALTER PUBLICATION clickpipes ADD TABLE public.m;",
-    )
-    .unwrap();
+    };
     let env = guide_env(pg, &src, &[]);
     let db = env_value(&env, "PGCH__DESTINATION__DATABASE");
     let log = log_path("pgch-stopped-partitions");
-    let pg_sql = "SELECT count(*), sum(id), sum(v), count(DISTINCT region) FROM public.m";
-    let ch_sql = format!(
-        "SELECT count(), sum(id), sum(v), uniqExact(region) FROM `{db}`.`public_m` FINAL WHERE _is_deleted = 0"
-    );
+    let pg_sql = PG_SUMS;
+    let ch_sql = ch_sums(&db);
     let same = |limit| wait_same(pg, &src.database, pg_sql, &ch_sql, limit, &log);
     let pgch = PgchProcess::run(&env, &[], log.clone());
     same(Duration::from_secs(60)).await;

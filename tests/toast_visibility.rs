@@ -38,13 +38,7 @@ async fn unchanged_toast_is_read_only_once_the_changes_transaction_is_visible() 
         .into_iter()
         .find(|p| p.source.display() == "public.tv")
         .unwrap();
-    let keys: Vec<usize> = plan
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.is_key())
-        .map(|(i, _)| i)
-        .collect();
+    let keys: Vec<usize> = plan.key_columns();
     let big = plan.columns.iter().position(|c| c.name == "big").unwrap();
 
     // The "committed but not yet visible" transaction: open in another session.

@@ -135,13 +135,7 @@ impl Applier {
             .enumerate()
             .map(|(i, plan)| {
                 by_name.insert(plan.source.display(), i);
-                let keys = plan
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.is_key())
-                    .map(|(i, _)| i)
-                    .collect();
+                let keys = plan.key_columns();
                 Lane {
                     batch: TableBatch::new(plan.columns.len(), keys),
                     live: plan.columns.iter().map(|c| c.name.clone()).collect(),
@@ -229,13 +223,7 @@ impl Applier {
             if self.by_name.contains_key(&plan.source.display()) {
                 continue;
             }
-            let keys = plan
-                .columns
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.is_key())
-                .map(|(i, _)| i)
-                .collect();
+            let keys = plan.key_columns();
             self.by_name.insert(plan.source.display(), self.lanes.len());
             self.lanes.push(Lane {
                 batch: TableBatch::new(plan.columns.len(), keys),
@@ -336,13 +324,7 @@ impl Applier {
         if !change.replayed {
             self.lanes[lane].live = plan.columns.iter().map(|c| c.name.clone()).collect();
         }
-        let keys = plan
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.is_key())
-            .map(|(i, _)| i)
-            .collect();
+        let keys = plan.key_columns();
         let l = &mut self.lanes[lane];
         l.batch = TableBatch::new(plan.columns.len(), keys);
         l.plan = Arc::new(plan);

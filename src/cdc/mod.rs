@@ -191,21 +191,15 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
         if shadows.contains_key(&plan.source.oid) {
             continue;
         }
-        if let Some(detail) = membership::check_membership(
+        still_a_member(
             &pg,
             &state,
             &recorded,
-            &settings.source.publication,
+            settings,
             plan,
             prepared.server_version,
         )
-        .await?
-        {
-            return Err(RunError::Apply(ApplyError::SchemaChanged {
-                table: plan.source.display(),
-                detail,
-            }));
-        }
+        .await?;
     }
     let control = Arc::new(CopyControl::default());
     let mut copies = Copies::new(settings, &opts, control.clone());
@@ -305,6 +299,28 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
     // Unfinished partitions are copied again on the next start.
     copies.abort();
     outcome
+}
+
+/// Records how `plan`'s table is a member of the publication; a resync error when it
+/// left and joined again since the record (its changes in between were never streamed).
+async fn still_a_member(
+    pg: &tokio_postgres::Client,
+    state: &StateStore<'_>,
+    recorded: &std::collections::BTreeMap<String, String>,
+    settings: &Settings,
+    plan: &TablePlan,
+    server_version: u32,
+) -> Result<(), RunError> {
+    let publication = &settings.source.publication;
+    match membership::check_membership(pg, state, recorded, publication, plan, server_version)
+        .await?
+    {
+        Some(detail) => Err(RunError::Apply(ApplyError::SchemaChanged {
+            table: plan.source.display(),
+            detail,
+        })),
+        None => Ok(()),
+    }
 }
 
 /// The copies running beside the stream: the initial one, and one per batch of tables
@@ -469,21 +485,7 @@ impl Tracker {
             for plan in &prepared.plans {
                 // Left and back while pgch was stopped (the record says so) or while
                 // it ran (below): a copy cannot remove rows deleted in between.
-                if let Some(detail) = membership::check_membership(
-                    pg,
-                    &state,
-                    &recorded,
-                    &settings.source.publication,
-                    plan,
-                    self.server_version,
-                )
-                .await?
-                {
-                    return Err(RunError::Apply(ApplyError::SchemaChanged {
-                        table: plan.source.display(),
-                        detail,
-                    }));
-                }
+                still_a_member(pg, &state, &recorded, settings, plan, self.server_version).await?;
             }
             for plan in &prepared.plans {
                 tracing::info!(table = %plan.source.display(), destination = %plan.dest, "table joined the publication; copying it");

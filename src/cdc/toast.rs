@@ -46,13 +46,7 @@ pub async fn resolve(
     if missing.is_empty() {
         return Ok(());
     }
-    let key_cols: Vec<usize> = plan
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.is_key())
-        .map(|(i, _)| i)
-        .collect();
+    let key_cols: Vec<usize> = plan.key_columns();
     let wanted: Vec<usize> = missing
         .iter()
         .map(|(_, c, _)| *c)

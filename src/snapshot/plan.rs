@@ -20,6 +20,16 @@ pub struct TablePlan {
 }
 
 impl TablePlan {
+    /// Positions of the replica identity key columns: how a row image is keyed.
+    pub fn key_columns(&self) -> Vec<usize> {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_key())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// The same plan writing to another ClickHouse table (a resync's shadow): same
     /// columns, types and key, so the two tables can be exchanged.
     pub fn with_dest(&self, dest: &str) -> TablePlan {

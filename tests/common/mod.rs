@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod converge;
+pub mod partitions;
 pub mod process;
 pub mod workload;
 
