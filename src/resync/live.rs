@@ -14,10 +14,11 @@
 //! that sees every transaction committed at or before W, and every change of a
 //! transaction committed after W (their LSNs as versions), so it is what a first start
 //! would have made. Changes at or before W are not replayed over the copy: for a table
-//! that left the publication or lost a leaf, the stream lacks their later deletes. Other tables stream on the whole time, and readers of the
-//! destination see the old complete table until the exchange. A crash or restart before
-//! the exchange starts the resync over (the shadow is dropped and copied again, the
-//! stream replays from the slot into it); after it, the mark is gone and T streams on.
+//! that left the publication or lost a leaf, the stream lacks their later deletes.
+//! Other tables stream on the whole time, and readers of the destination see the old
+//! complete table until the exchange. A crash or restart before the exchange starts the
+//! resync over (the shadow is dropped and copied again, the stream replays from the slot
+//! into it); after it, only the clean-up is left, and T streams on.
 
 use std::collections::{BTreeMap, BTreeSet};
 
