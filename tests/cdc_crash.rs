@@ -143,28 +143,36 @@ async fn sigkill_at_random_moments_and_between_insert_and_ack_loses_nothing_and_
         } else {
             vec![]
         };
-        let pgch = PgchProcess::run(&env, &extra, log.clone());
-        if failpoint && finished.load(Ordering::SeqCst) {
-            // The workload is over: give the failpoint commits to acknowledge.
-            let db = src.database.clone();
-            std::thread::spawn(move || {
-                for i in 0..6 {
-                    let _ = pg.sql(
-                        &db,
-                        &format!(
-                            "UPDATE public.w_full SET b = left(b || '+', 30) WHERE a % 11 = {i}"
-                        ),
-                    );
-                    std::thread::sleep(Duration::from_millis(700));
-                }
-            });
-        }
+        let mut pgch = PgchProcess::run(&env, &extra, log.clone());
         if failpoint {
             // Dies by itself at the failpoint once a flush with commits has been written.
-            match tokio::task::spawn_blocking(move || pgch.wait(Duration::from_secs(60)))
-                .await
-                .unwrap()
-            {
+            // Once the workload is over (it may end between two checks, with all of it
+            // acknowledged already) a commit now and then gives the failpoint one.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut nudged = Instant::now();
+            let mut nudge = 0;
+            let status = loop {
+                if let Some(status) = pgch.try_status() {
+                    break Some(status);
+                }
+                if Instant::now() > deadline {
+                    break None;
+                }
+                if finished.load(Ordering::SeqCst) && nudged.elapsed() > Duration::from_millis(700)
+                {
+                    let _ = pg.sql(
+                        &src.database,
+                        &format!(
+                            "UPDATE public.w_full SET b = left(b || '+', 30) WHERE a % 11 = {}",
+                            nudge % 11
+                        ),
+                    );
+                    nudge += 1;
+                    nudged = Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            match status {
                 Some(status) if status.signal() == Some(libc::SIGKILL) => at_failpoint += 1,
                 other => panic!(
                     "pgch did not die at the failpoint: {other:?}\n{}",
@@ -173,7 +181,6 @@ async fn sigkill_at_random_moments_and_between_insert_and_ack_loses_nothing_and_
             }
         } else {
             tokio::time::sleep(Duration::from_millis(rng.range(300, 3000))).await;
-            let mut pgch = pgch;
             if let Some(status) = pgch.try_status() {
                 panic!("pgch exited on its own: {status:?}\n{}", log_tail(&log));
             }
