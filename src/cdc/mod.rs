@@ -14,17 +14,19 @@
 //! (rule 8). Schema changes are not followed yet.
 
 pub mod apply;
+mod copies;
 pub mod membership;
 pub mod schema;
 pub mod slot;
 pub mod toast;
+mod tracker;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Mode, Settings, TruncateMode};
+use crate::config::{Settings, TruncateMode};
 use crate::error::{self, Class};
 use crate::metrics::health::{self, Phase};
 use crate::resync;
@@ -32,14 +34,15 @@ use crate::sink::client as ch_client;
 use crate::sink::ddl;
 use crate::sink::state::{keys, StateStore};
 use crate::snapshot::control::CopyControl;
-use crate::snapshot::plan::TablePlan;
 use crate::snapshot::{self, SnapshotOptions};
 use crate::source::connect;
 use crate::source::pgoutput::{self, DecodeContext, Message};
 use crate::source::stream::{StreamEvent, StreamOptions};
 use crate::source::walsender::Walsender;
 use apply::{Applier, ApplyError, Change};
+use copies::Copies;
 use slot::SlotError;
+use tracker::{still_a_member, LiveShadow, Tracker};
 
 /// Why `pgch run` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -301,372 +304,6 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
     outcome
 }
 
-/// Records how `plan`'s table is a member of the publication; a resync error when it
-/// left and joined again since the record (its changes in between were never streamed).
-async fn still_a_member(
-    pg: &tokio_postgres::Client,
-    state: &StateStore<'_>,
-    recorded: &std::collections::BTreeMap<String, String>,
-    settings: &Settings,
-    plan: &TablePlan,
-    server_version: u32,
-) -> Result<(), RunError> {
-    let publication = &settings.source.publication;
-    match membership::check_membership(pg, state, recorded, publication, plan, server_version)
-        .await?
-    {
-        Some(detail) => Err(RunError::Apply(ApplyError::SchemaChanged {
-            table: plan.source.display(),
-            detail,
-        })),
-        None => Ok(()),
-    }
-}
-
-/// The copies running beside the stream: the initial one, and one per batch of tables
-/// that joined the publication.
-struct Copies {
-    settings: Settings,
-    opts: SnapshotOptions,
-    control: Arc<CopyControl>,
-    /// Each copy ends saying what it copied.
-    tasks: tokio::task::JoinSet<Result<Copied, snapshot::SnapshotError>>,
-    /// Leaves whose copies finished since the last look.
-    leaves_copied: Vec<(u32, u32)>,
-    /// Tables (source oids) whose live-resync shadows are filled, since the last look.
-    shadows_copied: Vec<u32>,
-}
-
-/// What a finished copy task copied.
-enum Copied {
-    Tables,
-    /// A leaf (tree, leaf) attached to a partitioned table.
-    Leaf(u32, u32),
-    /// The shadow of a table resynced live (its source oid).
-    Shadow(u32),
-}
-
-impl Copies {
-    fn new(settings: &Settings, opts: &SnapshotOptions, control: Arc<CopyControl>) -> Copies {
-        Copies {
-            settings: settings.clone(),
-            opts: opts.clone(),
-            control,
-            tasks: tokio::task::JoinSet::new(),
-            leaves_copied: Vec::new(),
-            shadows_copied: Vec::new(),
-        }
-    }
-
-    /// Copies `prepared` in a snapshot whose xmin is at least `min_xmin`; in
-    /// `cdc_only` mode nothing is copied.
-    fn start(&mut self, prepared: snapshot::Prepared, min_xmin: Option<u64>) {
-        self.spawn(prepared, min_xmin, Copied::Tables);
-    }
-
-    /// Copies a leaf attached to the partitioned table `tree` into the tree's table.
-    fn start_leaf(
-        &mut self,
-        tree: u32,
-        leaf: u32,
-        prepared: snapshot::Prepared,
-        min_xmin: Option<u64>,
-    ) {
-        self.spawn(prepared, min_xmin, Copied::Leaf(tree, leaf));
-    }
-
-    /// Fills the shadow of a table resynced live (also in `cdc_only` mode: a resync is
-    /// a copy).
-    fn start_shadow(&mut self, table: u32, prepared: snapshot::Prepared, min_xmin: Option<u64>) {
-        self.spawn(prepared, min_xmin, Copied::Shadow(table));
-    }
-
-    fn spawn(&mut self, prepared: snapshot::Prepared, min_xmin: Option<u64>, what: Copied) {
-        let copies =
-            self.settings.mode == Mode::SnapshotAndCdc || matches!(what, Copied::Shadow(_));
-        if !copies || prepared.plans.is_empty() {
-            // Nothing to copy: as good as copied.
-            self.note(what);
-            return;
-        }
-        let mut opts = self.opts.clone();
-        opts.min_xmin = min_xmin;
-        let copy = copy_until_done(self.settings.clone(), opts, prepared, self.control.clone());
-        self.tasks.spawn(async move { copy.await.map(|()| what) });
-    }
-
-    fn note(&mut self, copied: Copied) {
-        match copied {
-            Copied::Tables => {}
-            Copied::Leaf(tree, leaf) => self.leaves_copied.push((tree, leaf)),
-            Copied::Shadow(table) => self.shadows_copied.push(table),
-        }
-    }
-
-    /// Live-resync shadows filled since the last call.
-    fn take_shadows_copied(&mut self) -> Vec<u32> {
-        std::mem::take(&mut self.shadows_copied)
-    }
-
-    /// Leaves whose copies finished since the last call.
-    fn take_leaves_copied(&mut self) -> Vec<(u32, u32)> {
-        std::mem::take(&mut self.leaves_copied)
-    }
-
-    /// Resolves when a copy ends with an error (a finished one is just reaped); never
-    /// while none fails.
-    async fn failed(&mut self) -> RunError {
-        loop {
-            match self.tasks.join_next().await {
-                None => return std::future::pending().await,
-                Some(Ok(Ok(copied))) => self.note(copied),
-                Some(Ok(Err(e))) => return RunError::from(e),
-                // Nothing restarts a copy task that panicked: stop, a restart resumes it.
-                Some(Err(e)) => return RunError::CopyTask(e.to_string()),
-            }
-        }
-    }
-
-    fn abort(&mut self) {
-        self.tasks.abort_all();
-    }
-}
-
-/// Membership of the publication, as the stream loop last saw it.
-struct Tracker {
-    opts: SnapshotOptions,
-    server_version: u32,
-    /// Tables already reported as having left.
-    left: BTreeSet<String>,
-    partitions: membership::Partitions,
-    /// Tables resynced live (by source oid).
-    shadows: HashMap<u32, LiveShadow>,
-}
-
-/// A table resynced live: its lane writes to the shadow until the exchange.
-struct LiveShadow {
-    source: String,
-    /// The real destination table.
-    dest: String,
-    /// The exchange happened; what is left is dropping the old rows.
-    exchanged: bool,
-}
-
-impl LiveShadow {
-    fn new(source: String, dest: String) -> LiveShadow {
-        LiveShadow {
-            source,
-            dest,
-            exchanged: false,
-        }
-    }
-}
-
-impl Tracker {
-    /// Looks for tables that joined (adds and copies them) or left (reports them).
-    async fn poll(
-        &mut self,
-        pg: &tokio_postgres::Client,
-        settings: &Settings,
-        applier: &mut Applier,
-        copies: &mut Copies,
-    ) -> Result<(), RunError> {
-        let changes = membership::poll(
-            pg,
-            settings,
-            &self.opts,
-            &applier.plans(),
-            self.server_version,
-        )
-        .await?;
-        if let Some((prepared, xmax)) = changes.joined {
-            let state = StateStore::open(&settings.destination, &settings.source.slot).await?;
-            let recorded = state.load().await?;
-            for plan in &prepared.plans {
-                // Left and back while pgch was stopped (the record says so) or while
-                // it ran (below): a copy cannot remove rows deleted in between.
-                still_a_member(pg, &state, &recorded, settings, plan, self.server_version).await?;
-            }
-            for plan in &prepared.plans {
-                tracing::info!(table = %plan.source.display(), destination = %plan.dest, "table joined the publication; copying it");
-            }
-            applier.add_tables(&prepared.plans);
-            copies.start(prepared, Some(xmax));
-        }
-        // A table that left and came back missed the changes in between: a version-0
-        // copy cannot remove what was deleted then, so only a resync makes it equal.
-        let still_left: BTreeSet<String> = changes.left.iter().cloned().collect();
-        if let Some(back) = self.left.iter().find(|t| !still_left.contains(*t)) {
-            return Err(RunError::Apply(ApplyError::SchemaChanged {
-                table: back.clone(),
-                detail: "it left the publication and joined again; its changes in between were not streamed".into(),
-            }));
-        }
-        for table in changes.left {
-            if self.left.insert(table.clone()) {
-                tracing::warn!(table = %table, "table left the publication: its changes are no longer streamed; its ClickHouse table is kept as it is");
-            }
-        }
-        // Partition trees: an ATTACH streams no rows, a DETACH, DROP or TRUNCATE of a
-        // leaf publishes nothing under publish_via_partition_root (rule 8).
-        let xmax = membership::current_xmax(pg).await?;
-        for (tree, leaf) in copies.take_leaves_copied() {
-            self.partitions.copied(tree, leaf);
-        }
-        self.swap_shadows(settings, applier, copies).await?;
-        let mut state = None;
-        for parent in applier.plans() {
-            if parent.source.relkind != "p" {
-                continue;
-            }
-            if applier.take_truncated(parent.source.oid) {
-                // The streamed TRUNCATE of the root emptied every leaf; that is no leaf
-                // truncate to resync for.
-                self.partitions.emptied(parent.source.oid);
-            }
-            let tree = self.partitions.poll(pg, &parent, None).await?;
-            self.follow_tree(&parent, tree, copies, xmax)?;
-            if self.partitions.unsaved(parent.source.oid) {
-                if state.is_none() {
-                    state =
-                        Some(StateStore::open(&settings.destination, &settings.source.slot).await?);
-                }
-                if let Some(state) = &state {
-                    let record_as = self.real_dest(&parent);
-                    self.partitions
-                        .save(state, parent.source.oid, &record_as)
-                        .await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The ClickHouse table a plan's rows end up in: its own, or for a table resynced
-    /// live, the real one its shadow will become.
-    fn real_dest(&self, plan: &TablePlan) -> String {
-        match self.shadows.get(&plan.source.oid) {
-            Some(live) => live.dest.clone(),
-            None => plan.dest.clone(),
-        }
-    }
-
-    /// Swaps in the filled shadows of tables resynced live. Runs between flushes, so no
-    /// insert of this process into a shadow is running (abandoned ones are waited for);
-    /// a shadow whose attached leaves are still being copied into it waits for the next
-    /// look. A failure leaves the shadow to the next look: the exchange is recorded the
-    /// moment it happens and never repeated.
-    async fn swap_shadows(
-        &mut self,
-        settings: &Settings,
-        applier: &mut Applier,
-        copies: &mut Copies,
-    ) -> Result<(), RunError> {
-        let filled = copies.take_shadows_copied();
-        if filled.is_empty() {
-            return Ok(());
-        }
-        let dest = &settings.destination;
-        let ch = ch_client::client(dest, false);
-        let state = match StateStore::open(dest, &settings.source.slot).await {
-            Ok(state) => state,
-            Err(e) => {
-                copies.shadows_copied.extend(filled);
-                return Err(e.into());
-            }
-        };
-        let mut pending = filled.into_iter();
-        while let Some(oid) = pending.next() {
-            if self.partitions.is_copying(oid) {
-                copies.shadows_copied.push(oid);
-                continue;
-            }
-            let Some(live) = self.shadows.get_mut(&oid) else {
-                continue;
-            };
-            let step = async {
-                if !live.exchanged {
-                    resync::live::exchange(&ch, dest, &state, &live.source, &live.dest).await?;
-                    live.exchanged = true;
-                    applier.set_dest(oid, &live.dest);
-                }
-                resync::live::clean_up(&ch, dest, &state, &live.source, &live.dest).await
-            };
-            if let Err(e) = step.await {
-                copies.shadows_copied.push(oid);
-                copies.shadows_copied.extend(pending);
-                return Err(e.into());
-            }
-            self.shadows.remove(&oid);
-            // The tree is recorded under the real table from now on.
-            self.partitions.forget_saved(oid);
-        }
-        Ok(())
-    }
-
-    /// Copies the leaves attached to `parent` with rows; stops for a resync of
-    /// `parent` when one of its leaves was detached, dropped or truncated with rows.
-    fn follow_tree(
-        &mut self,
-        parent: &Arc<TablePlan>,
-        tree: membership::TreeChanges,
-        copies: &mut Copies,
-        xmax: u64,
-    ) -> Result<(), RunError> {
-        if let Some(detail) = tree.resync {
-            return Err(RunError::Apply(ApplyError::SchemaChanged {
-                table: parent.source.display(),
-                detail,
-            }));
-        }
-        for leaf in tree.attached {
-            tracing::info!(table = %parent.source.display(), partition = %format!("{}.{}", leaf.schema, leaf.name), "partition attached with rows; copying it");
-            copies.start_leaf(
-                parent.source.oid,
-                leaf.oid,
-                snapshot::Prepared {
-                    plans: vec![Arc::new(membership::leaf_plan(parent, &leaf))],
-                    server_version: self.server_version,
-                },
-                Some(xmax),
-            );
-        }
-        Ok(())
-    }
-}
-
-/// Copies every table, retrying transient failures (a partition copied in part is
-/// copied again: its rows are versioned 0 and converge).
-async fn copy_until_done(
-    settings: Settings,
-    opts: SnapshotOptions,
-    prepared: snapshot::Prepared,
-    control: Arc<CopyControl>,
-) -> Result<(), snapshot::SnapshotError> {
-    let mut backoff = RECONNECT_MIN;
-    loop {
-        let started = Instant::now();
-        match snapshot::copy_all(&settings, &opts, &prepared, &control).await {
-            Ok(report) => {
-                tracing::info!(
-                    tables = report.tables.len(),
-                    partitions_copied = report.partitions_copied,
-                    partitions_already_done = report.partitions_skipped,
-                    seconds = %format!("{:.1}", started.elapsed().as_secs_f64()),
-                    "initial copy complete"
-                );
-                return Ok(());
-            }
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "initial copy interrupted; resuming");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(RECONNECT_MAX);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// How often the publication's tables are compared with the tables pgch streams.
 const MEMBERSHIP_POLL: Duration = Duration::from_secs(10);
 
@@ -676,9 +313,9 @@ const STREAM_TASK: &str = "stream";
 const IDLE_WAKE: Duration = Duration::from_secs(5);
 
 /// First wait before reconnecting after a lost session.
-const RECONNECT_MIN: Duration = Duration::from_secs(1);
+pub(super) const RECONNECT_MIN: Duration = Duration::from_secs(1);
 /// Longest wait between reconnects.
-const RECONNECT_MAX: Duration = Duration::from_secs(30);
+pub(super) const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 enum SessionEnd {
     /// Shutdown was asked for; everything durable is acknowledged.
