@@ -15,8 +15,9 @@
 //!   ctid < '(b,0)') TO STDOUT (FORMAT binary)` over its quarter (Nth) of the heap;
 //!   wall time until all N are done
 //! - `pgch_wN`: `pgch run` with `snapshot.workers = N`, a fresh slot name (copy progress
-//!   is kept per slot) and a fresh ClickHouse database per run, `partition_blocks` set so
-//!   the table splits into [`TARGET_PARTITIONS`] partitions; afterwards
+//!   is kept per slot) and a fresh ClickHouse database per run, at pgch's defaults (no
+//!   setting but the mode, and the worker count when it is not the default; partitions
+//!   sized by pgch from the table's size); timed from process start; afterwards
 //!   `SELECT count() FROM db.public_t FINAL` must equal the row count, and the database
 //!   is dropped
 //!
@@ -72,8 +73,6 @@ const RUNS: usize = 3;
 const ROWS: u64 = 5_000_000;
 /// Rows per `INSERT … SELECT` while building the table.
 const INSERT_CHUNK: u64 = 1_000_000;
-/// pgch's copy partitions per table (through `snapshot.partition_blocks`).
-const TARGET_PARTITIONS: u64 = 12;
 const PUBLICATION: &str = "bench_pub";
 /// Worker counts when `PGCH_BENCH_WORKERS` is not set; the first is pgch's default.
 const DEFAULT_WORKERS: &[usize] = &[4, 2];
@@ -257,7 +256,8 @@ fn run() -> BenchResult<()> {
         &db,
         "SELECT pg_relation_size('public.t') / current_setting('block_size')::int",
     )?)?;
-    let partition_blocks = blocks.div_ceil(TARGET_PARTITIONS).max(1);
+    let partition_blocks =
+        pgch::snapshot::auto_partition_blocks(blocks, pgch::config::DEFAULT_SNAPSHOT_WORKERS);
     println!(
         "table:     public.t, {rows} rows, 10 columns, {blocks} blocks ({:.0} MB heap); \
          built in {:.1} s; scale {}",
@@ -282,8 +282,8 @@ fn run() -> BenchResult<()> {
     println!("tools:     {}", env.psql.display());
     println!("           {}", env.pgch.display());
     println!(
-        "pgch:      snapshot_only, partition_blocks {partition_blocks} ({} partitions), \
-         workers {}",
+        "pgch:      snapshot_only at its defaults: partitions sized by pgch \
+         ({partition_blocks} blocks, {} partitions with the default workers), workers {}",
         blocks.div_ceil(partition_blocks),
         workers
             .iter()
@@ -481,15 +481,18 @@ fn run_once(env: &Env<'_>, round: usize, kind: Kind) -> BenchResult<Run> {
                 .env("PGCH__DESTINATION__USER", &env.ch.user)
                 .env("PGCH__DESTINATION__DATABASE", &database)
                 .env("PGCH__PIPELINE__MODE", "snapshot_only")
-                .env("PGCH__SNAPSHOT__WORKERS", n.to_string())
-                .env(
-                    "PGCH__SNAPSHOT__PARTITION_BLOCKS",
-                    env.partition_blocks.to_string(),
-                )
                 .env("PGCH_LOG", "info")
                 .env("NO_COLOR", "1")
                 .env_remove("PGCH_CONFIG")
                 .stdin(Stdio::null());
+            // At pgch's defaults (partitions sized by pgch itself); only a worker count
+            // other than the default is set.
+            cmd.env_remove("PGCH__SNAPSHOT__PARTITION_BLOCKS");
+            if n == pgch::config::DEFAULT_SNAPSHOT_WORKERS {
+                cmd.env_remove("PGCH__SNAPSHOT__WORKERS");
+            } else {
+                cmd.env("PGCH__SNAPSHOT__WORKERS", n.to_string());
+            }
             if env.ch.password.is_empty() {
                 cmd.env_remove("PGCH__DESTINATION__PASSWORD");
             } else {

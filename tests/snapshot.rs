@@ -58,7 +58,7 @@ async fn a_parallel_copy_arrives_with_equal_counts_and_checksums() {
         .unwrap();
     let settings = guide_settings(pg, &src, &[("PGCH__PIPELINE__MODE", "snapshot_only")]);
     let mut opts = SnapshotOptions::from_settings(&settings);
-    opts.partition_blocks = 4096; // a dozen partitions on 14+, copied by 4 workers
+    opts.partition_blocks = Some(4096); // a dozen partitions on 14+, copied by 4 workers
     let report = snapshot::run(&settings, &opts).await.unwrap();
     if pg.version_num >= 140000 {
         assert!(report.partitions_copied > 4, "{report:?}");
@@ -285,7 +285,7 @@ async fn vacuum_full_during_a_parallel_copy_loses_no_rows() {
     let settings = guide_settings(pg, &src, &[("PGCH__PIPELINE__MODE", "snapshot_only")]);
     let mut opts = SnapshotOptions::from_settings(&settings);
     opts.workers = 2;
-    opts.partition_blocks = 32;
+    opts.partition_blocks = Some(32);
     let ch = ClickHouse::shared();
     let db = settings.destination.database.clone();
     let copy = {

@@ -14,8 +14,8 @@ use crate::{Bench, BenchResult, PUBLICATION};
 
 /// Rounds; each builds a fresh backlog that both tools drain.
 const RUNS: usize = 3;
-/// Single-row UPDATEs in the backlog (scaled).
-const UPDATES: u64 = 1_000_000;
+/// Single-row UPDATEs in the backlog (scaled): issue 13's workload.
+const UPDATES: u64 = 500_000;
 const PER_TRANSACTION: u64 = 1_000;
 /// How often ClickHouse is asked for the marker row.
 const POLL_EVERY: Duration = Duration::from_millis(20);
@@ -146,8 +146,10 @@ pub fn run(b: &Bench) -> BenchResult<Summary> {
         crate::sync_interval().as_millis()
     );
     println!(
-        "pgch: {:.2} CPU s per million changes; peak RSS {:.1} MiB; ratio pgch / \
-         pg_recvlogical {:.3}",
+        "pgch: {:.2} CPU s per million changes ({:.2} µs per change; target <= 1.5); peak \
+         RSS {:.1} MiB; ratio pgch / pg_recvlogical {:.3} (cores busy: CPU of the whole \
+         machine over the drain's lifetime)",
+        summary.cpu_per_million,
         summary.cpu_per_million,
         summary.peak_rss_mib,
         summary.ratio()
@@ -291,7 +293,9 @@ impl Window {
 
 fn drain_recvlogical(b: &Bench, round: usize, slot: &str, endpos: &str) -> BenchResult<Drain> {
     let mut cmd = Command::new(b.pg.bin_dir.join("pg_recvlogical"));
-    cmd.args(["-d", &b.url, "-S", slot, "--start", "-P", "pgoutput"])
+    // As a user on the database host runs it: over the Unix socket.
+    let conninfo = b.pg.superuser_socket_conninfo(&b.db);
+    cmd.args(["-d", &conninfo, "-S", slot, "--start", "-P", "pgoutput"])
         .args([
             "-o".to_string(),
             format!("proto_version={}", proto_version_for(b.pg.version_num)),
@@ -434,7 +438,7 @@ fn attach_perf(b: &Bench, round: usize, pid: i32) -> BenchResult<Running> {
 
 fn print_header() {
     println!(
-        "{:>3}  {:<14} {:>8} {:>11} {:>7} {:>9} {:>10} {:>8} {:>6} {:>8} {:>8}",
+        "{:>3}  {:<14} {:>8} {:>11} {:>7} {:>9} {:>10} {:>8} {:>6} {:>6} {:>8} {:>8}",
         "run",
         "tool",
         "seconds",
@@ -444,6 +448,7 @@ fn print_header() {
         "walsender",
         "front",
         "other",
+        "cores",
         "startup",
         "all sent"
     );
@@ -454,7 +459,7 @@ fn print_row(d: &Drain, updates: u64) {
     let opt =
         |v: Option<Duration>| v.map_or("n/a".to_string(), |v| format!("{:.2}s", v.as_secs_f64()));
     println!(
-        "{:>3}  {:<14} {:>8.3} {:>11.0} {:>7.2} {:>7.1}Mi {:>10} {:>8} {:>6} {:>8} {:>8}",
+        "{:>3}  {:<14} {:>8.3} {:>11.0} {:>7.2} {:>7.1}Mi {:>10} {:>8} {:>6} {:>6} {:>8} {:>8}",
         d.round,
         d.tool.name(),
         secs,
@@ -465,6 +470,10 @@ fn print_row(d: &Drain, updates: u64) {
         opt(d.front_cpu),
         d.other_share()
             .map_or("n/a".to_string(), |s| format!("{:.0}%", 100.0 * s)),
+        d.machine_busy.map_or("n/a".to_string(), |b| format!(
+            "{:.2}",
+            b.as_secs_f64() / d.lifetime.as_secs_f64()
+        )),
         opt(d.startup),
         opt(d.sent),
     );

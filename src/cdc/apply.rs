@@ -9,22 +9,18 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-
-use super::{schema, toast};
+use super::{insert, schema, toast};
 use crate::checkpoint::{CommitTicket, Ledger};
 use crate::config::{DestinationSettings, PipelineSettings};
 use crate::error::{self, Class};
 use crate::lsn::Lsn;
-use crate::metrics::{health, Op};
+use crate::metrics::Op;
 use crate::pipeline::batch::{ImageError, TableBatch};
 use crate::pipeline::flush::FlushPolicy;
 use crate::sink::client::{self as ch_client, SinkError};
-use crate::sink::ddl::SYSTEM_COLUMNS;
 use crate::sink::preflight::quote_ident as ch_quote;
-use crate::sink::rowbinary::{ClampCounts, Codec};
+use crate::sink::rowbinary::ClampCounts;
 use crate::sink::state::{keys, StateStore};
-use crate::sink::writer::RowBinaryInsert;
 use crate::snapshot::control::CopyControl;
 use crate::snapshot::copy::copy_query_prefix;
 use crate::snapshot::plan::TablePlan;
@@ -50,6 +46,8 @@ pub enum ApplyError {
     Sink(#[from] SinkError),
     #[error("reading unchanged TOAST values of {table} from Postgres failed: {source}")]
     Toast { table: String, source: ReadError },
+    #[error("an insert task failed: {0}; restart pgch (the slot keeps what was not written)")]
+    InsertTask(String),
     #[error("the transactions whose unchanged TOAST values {table} needs were still not visible after {waited:?}; reading them again from the slot")]
     NotVisible {
         table: String,
@@ -119,6 +117,9 @@ pub struct Applier {
     /// Transactions since the last flush with an UPDATE that left a TOASTed value
     /// unchanged: the values are read in a snapshot that sees them (rule 6).
     toast_xids: BTreeSet<u32>,
+    /// The flush whose inserts run in the background.
+    in_flight: Option<insert::InFlight>,
+    max_concurrent_inserts: usize,
 }
 
 impl Applier {
@@ -163,6 +164,8 @@ impl Applier {
             xid: 0,
             final_lsn: Lsn::ZERO,
             toast_xids: BTreeSet::new(),
+            in_flight: None,
+            max_concurrent_inserts: pipeline.max_concurrent_inserts,
         }
     }
 
@@ -388,17 +391,21 @@ impl Applier {
         self.pending_commit_time = Some(commit_time);
     }
 
-    /// Whether any batch must be written now — by its own limits, or because all
-    /// batches together hold the pipeline's byte budget (DESIGN.md rule 7: a slow
-    /// ClickHouse slows the read; memory does not grow).
+    /// Whether a batch is due by its own limits (rows, bytes, age).
     pub fn flush_due(&self, now: Instant) -> bool {
-        let total: u64 = self.lanes.iter().map(|l| l.batch.fill.bytes).sum();
-        crate::metrics::global().memory_in_use(total);
-        total >= self.budget_bytes
-            || self
-                .lanes
-                .iter()
-                .any(|l| self.policy.due(&l.batch.fill, now).is_some())
+        self.lanes
+            .iter()
+            .any(|l| self.policy.due(&l.batch.fill, now).is_some())
+    }
+
+    /// Whether pending rows and the flush in flight together hold the pipeline's byte
+    /// budget: then the next flush must start now, waiting for the one in flight
+    /// (DESIGN.md rule 7: a slow ClickHouse slows the read; memory does not grow).
+    pub fn over_budget(&self) -> bool {
+        let pending: u64 = self.lanes.iter().map(|l| l.batch.fill.bytes).sum();
+        let in_flight = self.in_flight.as_ref().map_or(0, |j| j.bytes);
+        crate::metrics::global().memory_in_use(pending + in_flight);
+        pending > 0 && pending + in_flight >= self.budget_bytes
     }
 
     /// Until the oldest batch is due by age.
@@ -417,6 +424,10 @@ impl Applier {
     /// Forgets everything not yet durable, after a lost session: the slot sends it again
     /// from its confirmed position.
     pub fn discard_in_flight(&mut self) {
+        if let Some(job) = self.in_flight.take() {
+            // Whatever it still writes is versioned: the replay converges with it.
+            job.handle.abort();
+        }
         for lane in &mut self.lanes {
             lane.batch.clear();
         }
@@ -465,159 +476,124 @@ impl Applier {
         Ok(())
     }
 
-    /// Writes every batch, then marks the commits received so far durable. Returns the
-    /// LSN that may now be confirmed.
+    /// Writes every batch and waits for it (and for the flush already in flight), then
+    /// marks the commits received so far durable. Returns the LSN that may now be
+    /// confirmed. For barriers (TRUNCATE, a schema change) and shutdown.
     pub async fn flush(
         &mut self,
         pg: &tokio_postgres::Client,
         ch: &clickhouse::Client,
         dest: &DestinationSettings,
     ) -> Result<Lsn, ApplyError> {
-        let mut encoded = Vec::new();
-        for i in 0..self.lanes.len() {
-            if self.lanes[i].batch.is_empty() {
+        self.start_flush(pg, ch, dest).await?;
+        if self.in_flight.is_some() {
+            self.flushed().await?;
+        }
+        Ok(self.ledger.safe_lsn())
+    }
+
+    /// Seals every pending batch into inserts that run in the background while the
+    /// stream reads on ([`super::insert`]). Waits first for the flush in flight, if any:
+    /// at most one is, so flushes land in order. Commits sealed with no rows behind
+    /// them are durable at once.
+    pub async fn start_flush(
+        &mut self,
+        pg: &tokio_postgres::Client,
+        ch: &clickhouse::Client,
+        dest: &DestinationSettings,
+    ) -> Result<(), ApplyError> {
+        if self.in_flight.is_some() {
+            self.flushed().await?;
+        }
+        let mut inserts = Vec::new();
+        for lane in &mut self.lanes {
+            if lane.batch.is_empty() {
                 continue;
             }
             // Unchanged TOAST values are read now, also mid-transaction: without
             // streaming (rule 5), pgoutput sends a transaction only after it committed,
             // so Postgres already shows its values.
-            let lane = &mut self.lanes[i];
             toast::resolve(pg, &lane.plan, &mut lane.batch, &self.toast_xids).await?;
             if lane.batch.is_empty() {
                 continue;
             }
             self.inserts += 1;
-            encoded.push(encode_lane(lane, i, self.inserts)?);
-        }
-        // The tables' inserts run concurrently; each retries on its own. Rows stay in
-        // their batches until every insert has returned. A fatal error of one stops the
-        // others at once (one may be retrying through an outage): nothing of this flush
-        // is acknowledged, and the TRUNCATE barrier waits out abandoned inserts.
-        futures_util::future::try_join_all(
-            encoded
-                .iter()
-                .map(|e| insert_with_retry(ch, dest, &self.lanes[e.lane].plan, e)),
-        )
-        .await?;
-        let metrics = crate::metrics::global();
-        for e in &encoded {
-            let lane = &mut self.lanes[e.lane];
-            let ops = [Op::Insert, Op::Update, Op::Delete];
-            for (n, op) in lane.received.iter().zip(ops) {
-                if *n > 0 {
-                    metrics.rows(&lane.plan.dest, op, *n);
-                }
-            }
+            inserts.push(insert::encode(
+                &lane.plan,
+                &lane.batch,
+                lane.received,
+                self.inserts,
+            )?);
             lane.received = [0; 3];
-            let clamped = e.clamps.total();
-            if clamped > 0 {
-                metrics.clamped(&lane.plan.dest, clamped);
-            }
-            self.clamps.merge(&e.clamps);
         }
         for lane in &mut self.lanes {
             lane.batch.clear();
         }
         self.toast_xids.clear();
-        if !self.pending.is_empty() {
-            crate::failpoint::hit(crate::failpoint::AFTER_INSERT_BEFORE_ACK);
+        let sealed = insert::Sealed {
+            inserts,
+            tickets: std::mem::take(&mut self.pending),
+            commit_time: self.pending_commit_time.take(),
+        };
+        if sealed.inserts.is_empty() {
+            self.finish(sealed);
+        } else {
+            self.in_flight = Some(insert::spawn(
+                sealed,
+                ch.clone(),
+                dest.clone(),
+                self.max_concurrent_inserts,
+            ));
         }
-        for t in self.pending.drain(..) {
-            self.ledger.mark_durable(t);
-        }
-        if let Some(time) = self.pending_commit_time.take() {
-            metrics.applied_commit(time);
-        }
+        Ok(())
+    }
+
+    /// Waits until the flush in flight has written everything, marks its commits
+    /// durable and returns the LSN that may now be confirmed. Never returns while no
+    /// flush is in flight (for `select!`); cancel-safe.
+    pub async fn flushed(&mut self) -> Result<Lsn, ApplyError> {
+        let Some(job) = self.in_flight.as_mut() else {
+            return std::future::pending().await;
+        };
+        let outcome = (&mut job.handle).await;
+        self.in_flight = None;
+        let sealed = outcome.map_err(|e| ApplyError::InsertTask(e.to_string()))??;
+        self.finish(sealed);
         Ok(self.ledger.safe_lsn())
     }
-}
 
-/// One table's rows, encoded and ready to insert.
-struct Encoded {
-    lane: usize,
-    rows: u64,
-    body: Bytes,
-    columns: Vec<String>,
-    query_id: String,
-    clamps: ClampCounts,
-}
+    /// Whether inserts run in the background.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
 
-fn encode_lane(lane: &Lane, index: usize, serial: u64) -> Result<Encoded, ApplyError> {
-    let codecs: Vec<&Codec> = lane.plan.mappings.iter().map(|m| &m.codec).collect();
-    let mut buf = BytesMut::new();
-    let mut clamps = ClampCounts::default();
-    lane.batch
-        .encode(&codecs, &mut buf, &mut clamps)
-        .map_err(|source| ApplyError::Image {
-            table: lane.plan.source.display(),
-            source,
-        })?;
-    let mut columns: Vec<String> = lane.plan.columns.iter().map(|c| c.name.clone()).collect();
-    columns.extend(SYSTEM_COLUMNS.iter().take(2).map(|(n, _)| n.to_string()));
-    Ok(Encoded {
-        lane: index,
-        rows: lane.batch.len() as u64,
-        body: buf.freeze(),
-        columns,
-        query_id: format!(
-            "pgch-cdc-{}-{}-{serial}",
-            lane.plan.dest,
-            std::process::id()
-        ),
-        clamps,
-    })
-}
-
-/// Inserts one table's rows, retrying transient failures with backoff: the same rows
-/// again (they are versioned, so a repeat converges), never a part of them.
-async fn insert_with_retry(
-    ch: &clickhouse::Client,
-    dest: &DestinationSettings,
-    plan: &TablePlan,
-    e: &Encoded,
-) -> Result<(), ApplyError> {
-    let metrics = crate::metrics::global();
-    let mut backoff = Duration::from_millis(200);
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let started = Instant::now();
-        let query_id = format!("{}-{attempt}", e.query_id);
-        let mut insert = RowBinaryInsert::start(ch, dest, &plan.dest, &e.columns, query_id);
-        insert.buffer().extend_from_slice(&e.body);
-        let result = match insert.row_done().await {
-            Ok(()) => insert.finish().await.map(|_| ()),
-            Err(err) => Err(err),
-        };
-        match result {
-            Ok(()) => {
-                health::set_stalled(CLICKHOUSE, false);
-                metrics.insert_done(&plan.dest, e.rows, e.body.len() as u64, started.elapsed());
-                return Ok(());
+    /// Counts what a flush wrote and marks its commits durable.
+    fn finish(&mut self, sealed: insert::Sealed) {
+        let metrics = crate::metrics::global();
+        for e in &sealed.inserts {
+            let ops = [Op::Insert, Op::Update, Op::Delete];
+            for (n, op) in e.received.iter().zip(ops) {
+                if *n > 0 {
+                    metrics.rows(&e.plan.dest, op, *n);
+                }
             }
-            Err(err) if error::clickhouse(&err).is_retry() => {
-                tracing::warn!(table = %plan.dest, error = %err, retry_in_ms = backoff.as_millis() as u64, "insert failed; retrying");
-                metrics.retry("clickhouse_insert");
-                health::set_stalled(CLICKHOUSE, true);
-                // Still alive: waiting for ClickHouse is this task's job now.
-                health::heartbeat("stream");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(INSERT_RETRY_MAX);
+            let clamped = e.clamps.total();
+            if clamped > 0 {
+                metrics.clamped(&e.plan.dest, clamped);
             }
-            Err(err) => {
-                metrics.error("clickhouse_insert");
-                return Err(err.into());
-            }
+            self.clamps.merge(&e.clamps);
+        }
+        if !sealed.tickets.is_empty() {
+            crate::failpoint::hit(crate::failpoint::AFTER_INSERT_BEFORE_ACK);
+        }
+        for t in sealed.tickets {
+            self.ledger.mark_durable(t);
+        }
+        if let Some(time) = sealed.commit_time {
+            metrics.applied_commit(time);
         }
     }
 }
-
-/// Longest wait between insert retries: an outage ends at most this long before
-/// pgch notices.
-const INSERT_RETRY_MAX: Duration = Duration::from_secs(10);
-
-/// The ClickHouse component in `/readyz`.
-const CLICKHOUSE: &str = "clickhouse";
 
 /// Waits until ClickHouse runs no insert of `table` any more: a copy (or a stream
 /// insert attempt) abandoned by its client may still be finishing on the server, and

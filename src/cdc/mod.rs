@@ -15,6 +15,7 @@
 
 pub mod apply;
 mod copies;
+mod insert;
 pub mod membership;
 pub mod schema;
 pub mod slot;
@@ -429,19 +430,32 @@ async fn stream_session(
     membership_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     membership_tick.reset();
     let mut in_stream = false;
+    // A keepalive came while commits waited: the walsender has nothing more to send
+    // right now, so they are written at once instead of after the sync interval.
+    let mut caught_up = false;
     let outcome = async {
         Ok::<_, RunError>(loop {
             health::heartbeat(STREAM_TASK);
-            // Wake at least every few seconds so the heartbeat flows while idle.
-            let wait = applier
-                .time_left(Instant::now())
-                .unwrap_or(IDLE_WAKE)
-                .min(IDLE_WAKE);
+            // Wake at least every few seconds so the heartbeat flows while idle. While
+            // a flush is in flight, its end wakes the loop.
+            let wait = match applier.in_flight() {
+                true => IDLE_WAKE,
+                false => applier
+                    .time_left(Instant::now())
+                    .unwrap_or(IDLE_WAKE)
+                    .min(IDLE_WAKE),
+            };
             let event = tokio::select! {
                 e = stream.next() => match e {
                     Some(e) => Some(e?),
                     None => break SessionEnd::Ended,
                 },
+                safe = applier.flushed() => {
+                    let safe = safe?;
+                    feedback.confirm_now(safe);
+                    metrics.acknowledged(safe);
+                    None
+                }
                 // A batch came of age with no event to carry the flush check.
                 _ = tokio::time::sleep(wait) => None,
                 _ = shutdown.as_mut() => break SessionEnd::Shutdown,
@@ -451,54 +465,53 @@ async fn stream_session(
                     None
                 }
             };
-            if let Some(event) = event {
-                match event {
-                    StreamEvent::XLogData { start, payload, .. } => {
-                        let ctx = DecodeContext { in_stream };
-                        let msg = pgoutput::decode(&payload, ctx)
-                            .map_err(|source| RunError::Decode { lsn: start, source })?;
-                        if let Message::Relation(r) = &msg {
-                            if !applier.knows(r) {
-                                // A table that joined and was written before the poll saw
-                                // it, or a leaf whose changes come under its own name.
-                                tracker.poll(&pg, settings, applier, copies).await?;
-                                if !applier.knows(r) {
-                                    if let Some(root) =
-                                        membership::partition_root(&pg, r.id).await?
-                                    {
-                                        applier.alias_leaf(r, root);
-                                    }
-                                }
-                            }
-                        }
-                        apply_message(applier, &msg, start, &mut in_stream, &pg, ch, settings)
-                            .await?;
+            if let Some(first) = event {
+                // Everything the reader has handed over is applied in one go; the
+                // select above runs once per handover, not once per message.
+                let mut next = Some(first);
+                let mut applied = 0usize;
+                // One clock read per handover: batch ages need no finer grain.
+                let now = Instant::now();
+                while let Some(event) = next.take() {
+                    let reply = handle_event(
+                        event,
+                        applier,
+                        &mut in_stream,
+                        &pg,
+                        ch,
+                        settings,
+                        tracker,
+                        copies,
+                        &feedback,
+                        now,
+                    )
+                    .await?;
+                    caught_up |= reply && applier.has_pending_commits();
+                    applied += 1;
+                    // Now and then the budget and the other branches get their turn.
+                    if applied % DRAIN_CHECK == 0 && applier.over_budget() {
+                        break;
                     }
-                    StreamEvent::Keepalive { wal_end, .. } => {
-                        if !applier.has_rows() && !applier.has_pending_commits() {
-                            applier.ledger.keepalive(wal_end);
-                            let safe = applier.ledger.safe_lsn();
-                            feedback.confirm(safe);
-                            metrics.acknowledged(safe);
-                            if !applier.ledger.in_transaction() {
-                                metrics.caught_up();
-                            }
-                        }
-                    }
+                    next = stream.try_next();
                 }
             }
-            if applier.flush_due(Instant::now())
-                || (!applier.has_rows() && applier.has_pending_commits())
-            {
+            let flush = applier.over_budget()
+                || (!applier.in_flight()
+                    && (applier.flush_due(Instant::now())
+                        || (caught_up && (applier.has_rows() || applier.has_pending_commits()))
+                        || (!applier.has_rows() && applier.has_pending_commits())));
+            if flush {
+                caught_up = false;
                 // A flush waits out a ClickHouse outage; a shutdown does not wait for it.
-                let flushed = tokio::select! {
-                    r = applier.flush(&pg, ch, dest) => Some(r),
+                let started = tokio::select! {
+                    r = applier.start_flush(&pg, ch, dest) => Some(r),
                     _ = shutdown.as_mut() => None,
                 };
-                let Some(flushed) = flushed else {
+                let Some(started) = started else {
                     break SessionEnd::Abandoned;
                 };
-                let safe = flushed?;
+                started?;
+                let safe = applier.ledger.safe_lsn();
                 feedback.confirm_now(safe);
                 metrics.acknowledged(safe);
             }
@@ -549,7 +562,64 @@ async fn stream_session(
     Ok(end)
 }
 
+/// Events applied between two looks at the memory budget while draining a handover.
+const DRAIN_CHECK: usize = 4096;
+
+/// Applies one stream event; returns whether it was a keepalive (the walsender had
+/// nothing more to send when it wrote it).
+#[allow(clippy::too_many_arguments)]
+async fn handle_event(
+    event: StreamEvent,
+    applier: &mut Applier,
+    in_stream: &mut bool,
+    pg: &tokio_postgres::Client,
+    ch: &clickhouse::Client,
+    settings: &Settings,
+    tracker: &mut Tracker,
+    copies: &mut Copies,
+    feedback: &crate::source::stream::Feedback,
+    now: Instant,
+) -> Result<bool, RunError> {
+    match event {
+        StreamEvent::XLogData { start, payload, .. } => {
+            let ctx = DecodeContext {
+                in_stream: *in_stream,
+            };
+            let msg = pgoutput::decode(&payload, ctx)
+                .map_err(|source| RunError::Decode { lsn: start, source })?;
+            if let Message::Relation(r) = &msg {
+                if !applier.knows(r) {
+                    // A table that joined and was written before the poll saw it, or a
+                    // leaf whose changes come under its own name.
+                    tracker.poll(pg, settings, applier, copies).await?;
+                    if !applier.knows(r) {
+                        if let Some(root) = membership::partition_root(pg, r.id).await? {
+                            applier.alias_leaf(r, root);
+                        }
+                    }
+                }
+            }
+            apply_message(applier, &msg, start, in_stream, pg, ch, settings, now).await?;
+            Ok(false)
+        }
+        StreamEvent::Keepalive { wal_end, .. } => {
+            if !applier.has_rows() && !applier.has_pending_commits() && !applier.in_flight() {
+                applier.ledger.keepalive(wal_end);
+                let safe = applier.ledger.safe_lsn();
+                feedback.confirm(safe);
+                let metrics = crate::metrics::global();
+                metrics.acknowledged(safe);
+                if !applier.ledger.in_transaction() {
+                    metrics.caught_up();
+                }
+            }
+            Ok(true)
+        }
+    }
+}
+
 /// Applies one decoded message to the batches and the ledger.
+#[allow(clippy::too_many_arguments)]
 async fn apply_message(
     applier: &mut Applier,
     msg: &Message,
@@ -558,10 +628,10 @@ async fn apply_message(
     pg: &tokio_postgres::Client,
     ch: &clickhouse::Client,
     settings: &Settings,
+    now: Instant,
 ) -> Result<(), RunError> {
     let dest = &settings.destination;
     let slot = &settings.source.slot;
-    let now = Instant::now();
     match msg {
         Message::Begin(b) => applier.begin(b.xid, b.final_lsn),
         // Already in the table's resync copy (see Applier::in_copy).

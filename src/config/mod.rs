@@ -207,6 +207,9 @@ pub struct PipelineConfig {
     /// Run `pgch resync` by itself when the stream needs one (a lost slot, a schema
     /// change that cannot be followed in place), then go on streaming.
     pub auto_resync: bool,
+    /// Stream inserts running at once across all tables (default 8): one transaction
+    /// touching hundreds of tables must not open hundreds of connections at once.
+    pub max_concurrent_inserts: Option<usize>,
 }
 
 /// Default pipeline byte budget: pending row images across all tables.
@@ -219,7 +222,11 @@ pub struct PipelineSettings {
     pub memory_budget_bytes: u64,
     pub truncate: TruncateMode,
     pub auto_resync: bool,
+    pub max_concurrent_inserts: usize,
 }
+
+/// Default bound on concurrent stream inserts.
+pub const DEFAULT_MAX_CONCURRENT_INSERTS: usize = 8;
 
 /// The `[snapshot]` section: how the initial copy runs.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -227,14 +234,13 @@ pub struct PipelineSettings {
 pub struct SnapshotConfig {
     /// Parallel copy workers (Postgres connections and concurrent inserts).
     pub workers: Option<usize>,
-    /// Heap blocks (8 kB) per copy partition on Postgres 14+.
+    /// Heap blocks (8 kB) per copy partition on Postgres 14+; unset, pgch sizes the
+    /// partitions from each table's size and the workers.
     pub partition_blocks: Option<u64>,
 }
 
 /// Default parallel copy workers.
 pub const DEFAULT_SNAPSHOT_WORKERS: usize = 4;
-/// Default partition size: 65,536 blocks of 8 kB, 512 MB of heap.
-pub const DEFAULT_PARTITION_BLOCKS: u64 = 65_536;
 
 /// The `[metrics]` section: the HTTP endpoint and the slot poller.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -353,7 +359,8 @@ pub struct DestinationSettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotSettings {
     pub workers: usize,
-    pub partition_blocks: u64,
+    /// `None`: sized per table ([`crate::snapshot::auto_partition_blocks`]).
+    pub partition_blocks: Option<u64>,
 }
 
 /// The validated configuration that the rest of pgch works from.
@@ -443,11 +450,8 @@ impl Config {
         if workers == 0 || workers > 64 {
             return Err(invalid("snapshot.workers", "must be 1 to 64"));
         }
-        let partition_blocks = self
-            .snapshot
-            .partition_blocks
-            .unwrap_or(DEFAULT_PARTITION_BLOCKS);
-        if partition_blocks == 0 {
+        let partition_blocks = self.snapshot.partition_blocks;
+        if partition_blocks == Some(0) {
             return Err(invalid("snapshot.partition_blocks", "must be at least 1"));
         }
         let pipeline = validate_pipeline(&self.pipeline)?;
@@ -497,7 +501,17 @@ fn validate_pipeline(p: &PipelineConfig) -> Result<PipelineSettings, ConfigError
             "must be 1 to 65536 (MiB of pending row images)",
         ));
     }
+    let max_concurrent_inserts = p
+        .max_concurrent_inserts
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_INSERTS);
+    if !(1..=256).contains(&max_concurrent_inserts) {
+        return Err(invalid(
+            "pipeline.max_concurrent_inserts",
+            "must be 1 to 256 (inserts running at once)",
+        ));
+    }
     Ok(PipelineSettings {
+        max_concurrent_inserts,
         flush: FlushPolicy {
             max_rows,
             max_bytes,

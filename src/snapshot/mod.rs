@@ -47,7 +47,8 @@ use plan::{plan_table, PlanError, TablePlan};
 #[derive(Clone, Debug)]
 pub struct SnapshotOptions {
     pub workers: usize,
-    pub partition_blocks: u64,
+    /// Blocks per partition; `None` sizes them per table ([`auto_partition_blocks`]).
+    pub partition_blocks: Option<u64>,
     /// Copies must see every transaction that committed before this xid (the xmax
     /// recorded at slot creation); `None` when no stream follows.
     pub min_xmin: Option<u64>,
@@ -342,7 +343,10 @@ async fn plan_jobs(
         progress.rows_copied.load(Ordering::Relaxed),
         estimate,
     );
-    let ranges = partition(blocks, opts.partition_blocks, version);
+    let per_partition = opts
+        .partition_blocks
+        .unwrap_or_else(|| auto_partition_blocks(blocks, opts.workers));
+    let ranges = partition(blocks, per_partition, version);
     progress
         .partitions_total
         .store(ranges.len() as u64, Ordering::Relaxed);
@@ -612,6 +616,20 @@ async fn table_size(
 
 /// Block ranges for a table of `blocks` pages; one open range (or none: the whole table)
 /// before Postgres 14, where a CTID range reads the whole table anyway.
+/// Partitions per worker when pgch sizes them: enough that every worker stays busy and
+/// the last one finishes soon after the others, few enough that each COPY is long.
+pub const PARTITIONS_PER_WORKER: u64 = 4;
+/// The smallest partition pgch makes by itself (8 MB of heap): smaller tables are one
+/// partition, and many small tables share the workers instead.
+pub const MIN_AUTO_PARTITION_BLOCKS: u64 = 1024;
+
+/// Blocks per partition for a table of `blocks` copied by `workers`: a table of a few
+/// hundred MB is copied by every worker, several partitions each.
+pub fn auto_partition_blocks(blocks: u64, workers: usize) -> u64 {
+    let parts = (workers.max(1) as u64) * PARTITIONS_PER_WORKER;
+    blocks.div_ceil(parts).max(MIN_AUTO_PARTITION_BLOCKS)
+}
+
 pub fn partition(blocks: u64, per_partition: u64, server_version: u32) -> Vec<Option<BlockRange>> {
     if server_version < 140000 || blocks <= per_partition {
         return vec![None];

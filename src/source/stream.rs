@@ -157,6 +157,8 @@ pub struct ReplicationStream {
     batches: mpsc::Receiver<Result<Batch, StreamError>>,
     current: VecDeque<StreamEvent>,
     _permit: Option<OwnedSemaphorePermit>,
+    /// An error `try_next` took from the channel, for `next` to report.
+    failed: Option<StreamError>,
     feedback: Feedback,
     stop: Arc<Notify>,
     stopped: Arc<AtomicBool>,
@@ -200,6 +202,7 @@ impl ReplicationStream {
             batches: rx,
             current: VecDeque::new(),
             _permit: None,
+            failed: None,
             feedback,
             stop,
             stopped,
@@ -214,6 +217,9 @@ impl ReplicationStream {
             if let Some(event) = self.current.pop_front() {
                 return Some(Ok(event));
             }
+            if let Some(e) = self.failed.take() {
+                return Some(Err(e));
+            }
             // The batch is consumed: release its share of the byte budget.
             self._permit = None;
             match self.batches.recv().await? {
@@ -222,6 +228,30 @@ impl ReplicationStream {
                     self._permit = permit;
                 }
                 Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The next event already received, without waiting: the consumer drains what the
+    /// reader handed over in one go instead of waking once per message. `None` when
+    /// nothing is ready (or the stream ended: [`ReplicationStream::next`] then says so).
+    pub fn try_next(&mut self) -> Option<StreamEvent> {
+        loop {
+            if let Some(event) = self.current.pop_front() {
+                return Some(event);
+            }
+            self._permit = None;
+            match self.batches.try_recv() {
+                Ok(Ok((events, permit))) => {
+                    self.current = events.into();
+                    self._permit = permit;
+                }
+                Ok(Err(e)) => {
+                    // Kept for `next`, which reports it.
+                    self.failed = Some(e);
+                    return None;
+                }
+                Err(_) => return None,
             }
         }
     }

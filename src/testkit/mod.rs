@@ -10,6 +10,7 @@
 pub mod clickhouse;
 pub mod postgres;
 pub mod proxy;
+pub mod request_watch;
 mod reaper;
 pub mod services;
 pub mod versions;

@@ -202,6 +202,21 @@ impl PgCluster {
         self.url(SUPERUSER, None, database)
     }
 
+    /// The directory of the server's Unix socket: benches connect peers the way a user
+    /// on the database host would (`psql -h <dir>`).
+    pub fn socket_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// A libpq connection string for the superuser over the Unix socket.
+    pub fn superuser_socket_conninfo(&self, database: &str) -> String {
+        format!(
+            "host={} port={} user={SUPERUSER} dbname={database}",
+            self.root.display(),
+            self.port
+        )
+    }
+
     /// Runs SQL as the superuser through `psql` (stops at the first error) and returns
     /// the unaligned, tuples-only output.
     pub fn sql(&self, database: &str, script: &str) -> KitResult<String> {
