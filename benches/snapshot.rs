@@ -182,7 +182,6 @@ struct Env<'a> {
     psql: PathBuf,
     rows: u64,
     blocks: u64,
-    partition_blocks: u64,
 }
 
 fn main() {
@@ -277,7 +276,6 @@ fn run() -> BenchResult<()> {
         psql: psql_path(),
         rows,
         blocks,
-        partition_blocks,
     };
     println!("tools:     {}", env.psql.display());
     println!("           {}", env.pgch.display());

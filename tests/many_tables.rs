@@ -25,7 +25,9 @@ fn sums(ch_db: &str) -> (String, String) {
         .join(" UNION ALL ");
     let ch = (0..TABLES)
         .map(|i| {
-            format!("SELECT sum(v) AS s FROM `{ch_db}`.`public_many_{i}` FINAL WHERE _is_deleted = 0")
+            format!(
+                "SELECT sum(v) AS s FROM `{ch_db}`.`public_many_{i}` FINAL WHERE _is_deleted = 0"
+            )
         })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");

@@ -103,10 +103,7 @@ pub fn spawn(
         run_all(&ch, &dest, &sealed.inserts, concurrency).await?;
         Ok(sealed)
     });
-    InFlight {
-        handle,
-        bytes,
-    }
+    InFlight { handle, bytes }
 }
 
 /// Runs the inserts, at most `concurrency` at once. A fatal error of one stops the

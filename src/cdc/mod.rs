@@ -489,7 +489,7 @@ async fn stream_session(
                     caught_up |= reply && applier.has_pending_commits();
                     applied += 1;
                     // Now and then the budget and the other branches get their turn.
-                    if applied % DRAIN_CHECK == 0 && applier.over_budget() {
+                    if applied.is_multiple_of(DRAIN_CHECK) && applier.over_budget() {
                         break;
                     }
                     next = stream.try_next();

@@ -10,8 +10,8 @@
 pub mod clickhouse;
 pub mod postgres;
 pub mod proxy;
-pub mod request_watch;
 mod reaper;
+pub mod request_watch;
 pub mod services;
 pub mod versions;
 

@@ -66,11 +66,7 @@ impl RequestWatch {
                 }
             }
         });
-        Ok(RequestWatch {
-            port,
-            counts,
-            stop,
-        })
+        Ok(RequestWatch { port, counts, stop })
     }
 
     /// The most watched requests that were in flight at once since the last reset.
@@ -85,9 +81,10 @@ impl RequestWatch {
 
     /// Starts counting afresh (e.g. after an initial copy whose inserts differ).
     pub fn reset(&self) {
-        self.counts
-            .max
-            .store(self.counts.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.counts.max.store(
+            self.counts.in_flight.load(Ordering::SeqCst),
+            Ordering::SeqCst,
+        );
         self.counts.total.store(0, Ordering::SeqCst);
     }
 }
