@@ -68,7 +68,7 @@ async fn unchanged_toast_is_read_only_once_the_changes_transaction_is_visible() 
     };
     let mut batch = TableBatch::new(plan.columns.len(), keys.clone());
     batch
-        .update(Lsn::new(100), None, &update("1"), Instant::now())
+        .update(Lsn::new(100), None, update("1"), Instant::now())
         .unwrap();
     assert_eq!(batch.unresolved().len(), 1);
 
@@ -101,13 +101,13 @@ async fn unchanged_toast_is_read_only_once_the_changes_transaction_is_visible() 
     // and a key with no row is left to a later delete (a placeholder).
     let mut batch = TableBatch::new(plan.columns.len(), keys);
     batch
-        .update(Lsn::new(200), None, &update("2"), Instant::now())
+        .update(Lsn::new(200), None, update("2"), Instant::now())
         .unwrap();
     batch
         .update(
             Lsn::new(201),
             None,
-            &TupleData {
+            TupleData {
                 columns: vec![
                     ColumnValue::Text(Bytes::from_static(b"99")),
                     ColumnValue::UnchangedToast,

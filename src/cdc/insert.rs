@@ -144,8 +144,7 @@ async fn insert_with_retry(
         let started = Instant::now();
         let query_id = format!("{}-{attempt}", e.query_id);
         let mut insert = RowBinaryInsert::start(ch, dest, &plan.dest, &e.columns, query_id);
-        insert.buffer().extend_from_slice(&e.body);
-        let result = match insert.row_done().await {
+        let result = match insert.send_encoded(&e.body, e.rows).await {
             Ok(()) => insert.finish().await.map(|_| ()),
             Err(err) => Err(err),
         };

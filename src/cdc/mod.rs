@@ -599,7 +599,7 @@ async fn handle_event(
                     }
                 }
             }
-            apply_message(applier, &msg, start, in_stream, pg, ch, settings, now).await?;
+            apply_message(applier, msg, start, in_stream, pg, ch, settings, now).await?;
             Ok(false)
         }
         StreamEvent::Keepalive { wal_end, .. } => {
@@ -622,7 +622,7 @@ async fn handle_event(
 #[allow(clippy::too_many_arguments)]
 async fn apply_message(
     applier: &mut Applier,
-    msg: &Message,
+    msg: Message,
     start: crate::lsn::Lsn,
     in_stream: &mut bool,
     pg: &tokio_postgres::Client,
@@ -638,16 +638,16 @@ async fn apply_message(
         Message::Insert(crate::source::pgoutput::Insert { relation_id, .. })
         | Message::Update(crate::source::pgoutput::Update { relation_id, .. })
         | Message::Delete(crate::source::pgoutput::Delete { relation_id, .. })
-            if applier.in_copy(*relation_id) => {}
+            if applier.in_copy(relation_id) => {}
         Message::Commit(c) => {
             crate::metrics::global().received_commit(c.commit_timestamp.0);
             applier.commit(c.end_lsn, c.commit_timestamp.0);
         }
-        Message::Relation(r) => applier.relation(r, pg, ch, dest).await?,
+        Message::Relation(r) => applier.relation(&r, pg, ch, dest).await?,
         Message::Insert(i) => {
             let (batch, plan) = applier.batch(i.relation_id, Change::Insert)?;
             batch
-                .insert(start, &i.new, now)
+                .insert(start, i.new, now)
                 .map_err(|source| ApplyError::Image {
                     table: plan.source.display(),
                     source,
@@ -663,7 +663,7 @@ async fn apply_message(
             }
             let (batch, plan) = applier.batch(u.relation_id, Change::Update)?;
             batch
-                .update(start, u.old.as_ref(), &u.new, now)
+                .update(start, u.old, u.new, now)
                 .map_err(|source| ApplyError::Image {
                     table: plan.source.display(),
                     source,
@@ -672,7 +672,7 @@ async fn apply_message(
         Message::Delete(d) => {
             let (batch, plan) = applier.batch(d.relation_id, Change::Delete)?;
             batch
-                .delete(start, &d.old, now)
+                .delete(start, d.old, now)
                 .map_err(|source| ApplyError::Image {
                     table: plan.source.display(),
                     source,

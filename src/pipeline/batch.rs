@@ -68,8 +68,10 @@ pub struct TableBatch {
     key_columns: Vec<usize>,
     columns: usize,
     rows: Vec<PendingRow>,
-    /// Latest live (not deleted) image per key, by index into `rows`.
-    latest: HashMap<Key, usize>,
+    /// Latest live (not deleted) image per key, by index into `rows`: only unchanged
+    /// TOAST values need it, so it is built the first time one arrives in this batch
+    /// and kept up from then on; batches without such values never hash a key.
+    latest: Option<HashMap<Key, usize>>,
     pub fill: BatchFill,
 }
 
@@ -80,7 +82,7 @@ impl TableBatch {
             key_columns,
             columns,
             rows: Vec::new(),
-            latest: HashMap::new(),
+            latest: None,
             fill: BatchFill::default(),
         }
     }
@@ -103,11 +105,13 @@ impl TableBatch {
     /// Drops everything (after a flush, or a TRUNCATE barrier).
     pub fn clear(&mut self) {
         self.rows.clear();
-        self.latest.clear();
+        self.latest = None;
         self.fill.reset();
     }
 
-    fn cells(&self, tuple: &TupleData) -> Result<Vec<Cell>, ImageError> {
+    /// The tuple's values as cells, moved out of the decoded message (no copy, no
+    /// reference-count traffic).
+    fn cells(&self, tuple: TupleData) -> Result<Vec<Cell>, ImageError> {
         if tuple.columns.len() != self.columns {
             return Err(ImageError::ColumnCount {
                 found: tuple.columns.len(),
@@ -116,19 +120,19 @@ impl TableBatch {
         }
         tuple
             .columns
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(i, v)| match v {
                 ColumnValue::Null => Ok(Cell::Null),
-                ColumnValue::Text(b) => Ok(Cell::Text(b.clone())),
+                ColumnValue::Text(b) => Ok(Cell::Text(b)),
                 ColumnValue::UnchangedToast => Ok(Cell::Unresolved),
                 ColumnValue::Binary(_) => Err(ImageError::Binary { column: i }),
             })
             .collect()
     }
 
-    fn key_of(&self, cells: &[Cell]) -> Key {
-        self.key_columns
+    fn key_of(key_columns: &[usize], cells: &[Cell]) -> Key {
+        key_columns
             .iter()
             .map(|&i| match cells.get(i) {
                 Some(Cell::Text(b)) => Some(b.clone()),
@@ -137,16 +141,41 @@ impl TableBatch {
             .collect()
     }
 
-    fn push(&mut self, row: PendingRow, now: Instant) {
-        let key = self.key_of(&row.cells);
-        let bytes = Self::footprint(&row, key.len());
-        self.fill.add(bytes, now);
+    /// Records row `index` in the key index.
+    fn index_row(
+        latest: &mut HashMap<Key, usize>,
+        key_columns: &[usize],
+        rows: &[PendingRow],
+        index: usize,
+    ) {
+        let row = &rows[index];
+        let key = Self::key_of(key_columns, &row.cells);
         if row.deleted {
-            self.latest.remove(&key);
+            latest.remove(&key);
         } else {
-            self.latest.insert(key, self.rows.len());
+            latest.insert(key, index);
         }
+    }
+
+    /// The key index, built now if this batch had no use for it yet.
+    fn latest(&mut self) -> &mut HashMap<Key, usize> {
+        let (keys, rows) = (&self.key_columns, &self.rows);
+        self.latest.get_or_insert_with(|| {
+            let mut latest = HashMap::new();
+            for i in 0..rows.len() {
+                Self::index_row(&mut latest, keys, rows, i);
+            }
+            latest
+        })
+    }
+
+    fn push(&mut self, row: PendingRow, now: Instant) {
+        let bytes = Self::footprint(&row, self.key_columns.len());
+        self.fill.add(bytes, now);
         self.rows.push(row);
+        if let Some(latest) = self.latest.as_mut() {
+            Self::index_row(latest, &self.key_columns, &self.rows, self.rows.len() - 1);
+        }
     }
 
     /// What a pending row really occupies: its values (slices of the received message,
@@ -176,12 +205,7 @@ impl TableBatch {
     }
 
     /// An INSERT.
-    pub fn insert(
-        &mut self,
-        version: Lsn,
-        new: &TupleData,
-        now: Instant,
-    ) -> Result<(), ImageError> {
+    pub fn insert(&mut self, version: Lsn, new: TupleData, now: Instant) -> Result<(), ImageError> {
         let cells = self.cells(new)?;
         self.push(
             PendingRow {
@@ -199,30 +223,32 @@ impl TableBatch {
     pub fn update(
         &mut self,
         version: Lsn,
-        old: Option<&OldTuple>,
-        new: &TupleData,
+        old: Option<OldTuple>,
+        new: TupleData,
         now: Instant,
     ) -> Result<(), ImageError> {
         let mut cells = self.cells(new)?;
+        let full = matches!(old, Some(OldTuple::Full(_)));
         let old_cells = match old {
             Some(OldTuple::Key(t)) | Some(OldTuple::Full(t)) => Some(self.cells(t)?),
             None => None,
         };
-        let old_key = old_cells.as_ref().map(|c| self.key_of(c));
-        // The latest image of the row: under its old key when the key moved.
-        let lookup = old_key.clone().unwrap_or_else(|| self.key_of(&cells));
-        if let Some(&i) = self.latest.get(&lookup) {
-            let earlier = self.rows[i].cells.clone();
-            Self::fill_unchanged(&mut cells, &earlier);
-        }
-        if let Some(OldTuple::Full(_)) = old {
-            if let Some(full) = &old_cells {
+        if cells.contains(&Cell::Unresolved) {
+            // The latest image of the row: under its old key when the key moved.
+            let lookup = Self::key_of(&self.key_columns, old_cells.as_deref().unwrap_or(&cells));
+            if let Some(&i) = self.latest().get(&lookup) {
+                Self::fill_unchanged(&mut cells, &self.rows[i].cells);
+            }
+            if let (true, Some(full)) = (full, &old_cells) {
                 Self::fill_unchanged(&mut cells, full);
             }
         }
-        let new_key = self.key_of(&cells);
-        if let (Some(old_key), Some(old_cells)) = (old_key, old_cells) {
-            if old_key != new_key {
+        if let Some(old_cells) = old_cells {
+            let moved = self
+                .key_columns
+                .iter()
+                .any(|&i| old_cells.get(i) != cells.get(i));
+            if moved {
                 let marker = self.marker(&old_cells);
                 self.push(
                     PendingRow {
@@ -246,7 +272,7 @@ impl TableBatch {
     }
 
     /// A DELETE: a marker with the key (and whatever else the old tuple carries).
-    pub fn delete(&mut self, version: Lsn, old: &OldTuple, now: Instant) -> Result<(), ImageError> {
+    pub fn delete(&mut self, version: Lsn, old: OldTuple, now: Instant) -> Result<(), ImageError> {
         let (OldTuple::Key(t) | OldTuple::Full(t)) = old;
         let cells = self.cells(t)?;
         let marker = self.marker(&cells);
@@ -283,7 +309,7 @@ impl TableBatch {
         for (r, row) in self.rows.iter().enumerate() {
             for (c, cell) in row.cells.iter().enumerate() {
                 if *cell == Cell::Unresolved {
-                    out.push((r, c, self.key_of(&row.cells)));
+                    out.push((r, c, Self::key_of(&self.key_columns, &row.cells)));
                 }
             }
         }
@@ -357,16 +383,16 @@ mod tests {
     fn a_key_update_writes_a_marker_for_the_old_key_and_the_new_row() {
         let now = Instant::now();
         let mut b = TableBatch::new(2, vec![0]);
-        b.insert(Lsn::new(10), &t(&[Some("1"), Some("a")]), now)
+        b.insert(Lsn::new(10), t(&[Some("1"), Some("a")]), now)
             .unwrap();
         b.update(
             Lsn::new(20),
-            Some(&OldTuple::Key(t(&[Some("1"), None]))),
-            &t(&[Some("2"), Some("a")]),
+            Some(OldTuple::Key(t(&[Some("1"), None]))),
+            t(&[Some("2"), Some("a")]),
             now,
         )
         .unwrap();
-        b.delete(Lsn::new(30), &OldTuple::Key(t(&[Some("2"), None])), now)
+        b.delete(Lsn::new(30), OldTuple::Key(t(&[Some("2"), None])), now)
             .unwrap();
         let rows = b.rows();
         assert_eq!(rows.len(), 4);
@@ -386,12 +412,12 @@ mod tests {
     fn unchanged_toast_comes_from_the_latest_image_in_the_batch() {
         let now = Instant::now();
         let mut b = TableBatch::new(3, vec![0]);
-        b.insert(Lsn::new(1), &t(&[Some("1"), Some("v"), Some("big")]), now)
+        b.insert(Lsn::new(1), t(&[Some("1"), Some("v"), Some("big")]), now)
             .unwrap();
         b.update(
             Lsn::new(2),
             None,
-            &t(&[Some("1"), Some("w"), Some("<u>")]),
+            t(&[Some("1"), Some("w"), Some("<u>")]),
             now,
         )
         .unwrap();
@@ -399,8 +425,8 @@ mod tests {
         // Moved to another key: still found under the old key.
         b.update(
             Lsn::new(3),
-            Some(&OldTuple::Key(t(&[Some("1"), None, None]))),
-            &t(&[Some("9"), Some("x"), Some("<u>")]),
+            Some(OldTuple::Key(t(&[Some("1"), None, None]))),
+            t(&[Some("9"), Some("x"), Some("<u>")]),
             now,
         )
         .unwrap();
@@ -409,7 +435,7 @@ mod tests {
         b.update(
             Lsn::new(4),
             None,
-            &t(&[Some("5"), Some("y"), Some("<u>")]),
+            t(&[Some("5"), Some("y"), Some("<u>")]),
             now,
         )
         .unwrap();
@@ -426,8 +452,13 @@ mod tests {
         let now = Instant::now();
         let mut b = TableBatch::new(2, vec![0, 1]);
         let old = OldTuple::Full(t(&[Some("1"), Some("big")]));
-        b.update(Lsn::new(7), Some(&old), &t(&[Some("1"), Some("<u>")]), now)
-            .unwrap();
+        b.update(
+            Lsn::new(7),
+            Some(old.clone()),
+            t(&[Some("1"), Some("<u>")]),
+            now,
+        )
+        .unwrap();
         assert_eq!(b.rows().len(), 1, "same key: no marker");
         assert_eq!(b.rows()[0].cells[1], text("big"));
     }
@@ -442,11 +473,11 @@ mod tests {
         let codecs = [&key.codec, &nullable.codec, &not_null.codec];
         let now = Instant::now();
         let mut b = TableBatch::new(3, vec![0]);
-        b.insert(Lsn::new(0x10), &t(&[Some("7"), Some("a"), Some("b")]), now)
+        b.insert(Lsn::new(0x10), t(&[Some("7"), Some("a"), Some("b")]), now)
             .unwrap();
         b.delete(
             Lsn::new(0x20),
-            &OldTuple::Key(t(&[Some("7"), None, None])),
+            OldTuple::Key(t(&[Some("7"), None, None])),
             now,
         )
         .unwrap();
@@ -469,7 +500,7 @@ mod tests {
     fn a_tuple_of_another_shape_is_refused() {
         let mut b = TableBatch::new(2, vec![0]);
         let err = b
-            .insert(Lsn::new(1), &t(&[Some("1")]), Instant::now())
+            .insert(Lsn::new(1), t(&[Some("1")]), Instant::now())
             .unwrap_err();
         assert_eq!(
             err,

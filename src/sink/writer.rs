@@ -81,6 +81,25 @@ impl<'a> RowBinaryInsert<'a> {
             .map_err(|e| client::describe(self.settings, &e))
     }
 
+    /// Sends rows encoded elsewhere (`rows` of them, in `body`) without copying them: in
+    /// chunks that share `body`'s memory.
+    pub async fn send_encoded(&mut self, body: &Bytes, rows: u64) -> Result<(), SinkError> {
+        self.send_chunk().await?;
+        self.rows += rows;
+        let mut at = 0;
+        while at < body.len() {
+            let end = (at + CHUNK_BYTES).min(body.len());
+            let chunk = body.slice(at..end);
+            self.bytes += chunk.len() as u64;
+            self.insert
+                .send(chunk)
+                .await
+                .map_err(|e| client::describe(self.settings, &e))?;
+            at = end;
+        }
+        Ok(())
+    }
+
     /// Rows encoded so far.
     pub fn rows(&self) -> u64 {
         self.rows
