@@ -18,6 +18,7 @@
 #[path = "common/mod.rs"]
 mod common;
 #[path = "cdc_parts/proc.rs"]
+#[allow(dead_code)]
 mod proc;
 
 use std::path::PathBuf;

@@ -299,6 +299,14 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
             _ = shutdown.as_mut() => break Ok(()),
         }
         backoff = (backoff * 2).min(RECONNECT_MAX);
+        // The server may be another one now (a failover through a multi-host URL):
+        // same system and the slot, or a fatal "resync required" (rule 1).
+        if let Err(e) = slot::verify_still_ours(settings, &state).await {
+            let e = RunError::from(e);
+            if !e.is_transient() {
+                break Err(e);
+            }
+        }
     };
     // Unfinished partitions are copied again on the next start.
     copies.abort();
@@ -433,6 +441,8 @@ async fn stream_session(
     // A keepalive came while commits waited: the walsender has nothing more to send
     // right now, so they are written at once instead of after the sync interval.
     let mut caught_up = false;
+    let min_flush_gap = settings.pipeline.flush.max_age / 10;
+    let mut last_flush = Instant::now();
     let outcome = async {
         Ok::<_, RunError>(loop {
             health::heartbeat(STREAM_TASK);
@@ -440,10 +450,18 @@ async fn stream_session(
             // a flush is in flight, its end wakes the loop.
             let wait = match applier.in_flight() {
                 true => IDLE_WAKE,
-                false => applier
-                    .time_left(Instant::now())
-                    .unwrap_or(IDLE_WAKE)
-                    .min(IDLE_WAKE),
+                false => {
+                    let now = Instant::now();
+                    let gap = match caught_up {
+                        true => min_flush_gap.saturating_sub(now - last_flush),
+                        false => IDLE_WAKE,
+                    };
+                    applier
+                        .time_left(now)
+                        .unwrap_or(IDLE_WAKE)
+                        .min(IDLE_WAKE)
+                        .min(gap)
+                }
             };
             let event = tokio::select! {
                 e = stream.next() => match e {
@@ -495,13 +513,20 @@ async fn stream_session(
                     next = stream.try_next();
                 }
             }
+            let now = Instant::now();
+            // Caught up: written at once, but no more often than a tenth of the sync
+            // interval, so a trickle of commits does not become an insert per commit.
+            let early = caught_up
+                && now.saturating_duration_since(last_flush) >= min_flush_gap
+                && (applier.has_rows() || applier.has_pending_commits());
             let flush = applier.over_budget()
                 || (!applier.in_flight()
-                    && (applier.flush_due(Instant::now())
-                        || (caught_up && (applier.has_rows() || applier.has_pending_commits()))
+                    && (applier.flush_due(now)
+                        || early
                         || (!applier.has_rows() && applier.has_pending_commits())));
             if flush {
                 caught_up = false;
+                last_flush = now;
                 // A flush waits out a ClickHouse outage; a shutdown does not wait for it.
                 let started = tokio::select! {
                     r = applier.start_flush(&pg, ch, dest) => Some(r),

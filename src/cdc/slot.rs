@@ -17,7 +17,9 @@ use crate::sink::client::SinkError;
 use crate::sink::state::{keys, StateStore};
 use crate::source::connect;
 use crate::source::row::{column, ColumnError};
-use crate::source::walsender::{SlotSnapshot, SystemInfo, Walsender, WalsenderError};
+use crate::source::walsender::{
+    supports_failover_slots, SlotSnapshot, SystemInfo, Walsender, WalsenderError,
+};
 
 /// What the stream and the snapshot need to know about the slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +60,8 @@ pub struct SlotRow {
     pub wal_status: Option<String>,
     /// The process streaming from it, if any.
     pub active_pid: Option<i32>,
+    /// `failover` (Postgres 17+): whether standbys that synchronize slots keep a copy.
+    pub failover: Option<bool>,
 }
 
 impl SlotRow {
@@ -73,6 +77,8 @@ pub struct SourceSession {
     walsender: Walsender,
     pg: tokio_postgres::Client,
     pub system: SystemInfo,
+    /// `source.failover_slot`: new slots are failover slots (Postgres 17+).
+    failover: bool,
 }
 
 impl SourceSession {
@@ -87,6 +93,7 @@ impl SourceSession {
             walsender,
             pg,
             system,
+            failover: settings.source.failover_slot,
         })
     }
 
@@ -97,11 +104,16 @@ impl SourceSession {
         } else {
             "NULL::text"
         };
+        let failover_column = if supports_failover_slots(self.walsender.server_version) {
+            "failover"
+        } else {
+            "NULL::bool"
+        };
         let row = self
             .pg
             .query_opt(
                 &format!(
-                    "SELECT {status_column}, active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1"
+                    "SELECT {status_column}, active_pid, {failover_column} FROM pg_catalog.pg_replication_slots WHERE slot_name = $1"
                 ),
                 &[&slot],
             )
@@ -112,7 +124,28 @@ impl SourceSession {
         Ok(Some(SlotRow {
             wal_status: column(&r, 0, WHAT)?,
             active_pid: column(&r, 1, WHAT)?,
+            failover: column(&r, 2, WHAT)?,
         }))
+    }
+
+    /// Makes an existing slot a failover slot when `source.failover_slot` asks for it
+    /// and the server has failover slots (Postgres 17+). A failure is only logged:
+    /// streaming works without it, and `pgch check` reports the slot as not ready.
+    pub async fn ensure_failover(&mut self, slot: &str, row: &SlotRow) {
+        if !self.failover || row.failover != Some(false) {
+            return;
+        }
+        match self.walsender.set_slot_failover(slot, true).await {
+            Ok(()) => tracing::info!(
+                slot = %slot,
+                "the replication slot had failover off: turned it on (ALTER_REPLICATION_SLOT … (FAILOVER true)), so standbys that synchronize slots keep it"
+            ),
+            Err(e) => tracing::warn!(
+                slot = %slot,
+                error = %e,
+                "could not turn failover on for the replication slot; a failover would lose it (set source.failover_slot = false to stop trying)"
+            ),
+        }
     }
 
     /// Drops the slot (it must not be in use).
@@ -133,7 +166,7 @@ impl SourceSession {
         state.put(keys::SLOT_CREATING, &system_id).await?;
         let created = self
             .walsender
-            .create_slot(slot, false, SlotSnapshot::NoExport)
+            .create_slot_with(slot, false, SlotSnapshot::NoExport, self.failover)
             .await?;
         self.walsender.close().await;
         // Every transaction that committed before the slot's consistent point has an
@@ -190,6 +223,9 @@ pub async fn ensure_slot(
             slot,
             existing.as_ref(),
         );
+        if let (Ok(_), Some(row)) = (&identity, &existing) {
+            session.ensure_failover(slot, row).await;
+        }
         session.close().await;
         return identity;
     }
@@ -203,6 +239,28 @@ pub async fn ensure_slot(
         session.drop_slot(slot).await?;
     }
     session.create_and_record(slot, state).await
+}
+
+/// After a lost session (a restart of the server, a failover to a standby), the server
+/// the multi-host URL now leads to must still be the recorded system and have the slot
+/// (rule 1): a promoted physical standby shares the `system_identifier`, and has the
+/// slot only if it was synchronized there (a failover slot, Postgres 17+).
+pub async fn verify_still_ours(
+    settings: &Settings,
+    state: &StateStore<'_>,
+) -> Result<(), SlotError> {
+    let recorded = state.load().await?;
+    let mut session = SourceSession::open(settings).await?;
+    let slot = &settings.source.slot;
+    let existing = session.slot_row(slot).await?;
+    let verdict = verify_recorded(
+        &recorded,
+        &session.system.system_id,
+        slot,
+        existing.as_ref(),
+    );
+    session.close().await;
+    verdict.map(|_| ())
 }
 
 /// The recorded identity, when the source still has the same system and a usable slot;
@@ -222,7 +280,7 @@ pub fn verify_recorded(
     }
     let Some(row) = existing else {
         return Err(SlotError::ResyncRequired(format!(
-            "the replication slot \"{slot}\" is gone, and with it the changes since pgch last ran"
+            "the replication slot \"{slot}\" is gone, and with it the changes since pgch last ran (after a failover: the new primary had no synchronized copy of it; on Postgres 17+ keep source.failover_slot = true and set sync_replication_slots = on on the standbys, see `pgch check`)"
         )));
     };
     if row.is_lost() {
@@ -263,6 +321,7 @@ mod tests {
         SlotRow {
             wal_status: Some("reserved".into()),
             active_pid: None,
+            failover: None,
         }
     }
 
@@ -279,6 +338,7 @@ mod tests {
         let lost = SlotRow {
             wal_status: Some("lost".into()),
             active_pid: None,
+            failover: None,
         };
         for (system, row, words) in [
             ("7000", None, "is gone"),

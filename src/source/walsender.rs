@@ -80,14 +80,29 @@ impl Walsender {
         })
     }
 
-    /// Creates a logical `pgoutput` slot.
+    /// Creates a logical `pgoutput` slot (not a failover slot).
     pub async fn create_slot(
         &mut self,
         name: &str,
         temporary: bool,
         snapshot: SlotSnapshot,
     ) -> Result<CreatedSlot, WalsenderError> {
-        let sql = create_slot_sql(name, temporary, snapshot, self.server_version);
+        self.create_slot_with(name, temporary, snapshot, false)
+            .await
+    }
+
+    /// Creates a logical `pgoutput` slot; with `failover` (honoured on Postgres 17+
+    /// only, see [`supports_failover_slots`]) standbys that synchronize slots keep a
+    /// copy, so the slot survives a promotion.
+    pub async fn create_slot_with(
+        &mut self,
+        name: &str,
+        temporary: bool,
+        snapshot: SlotSnapshot,
+        failover: bool,
+    ) -> Result<CreatedSlot, WalsenderError> {
+        let failover = failover && !temporary && supports_failover_slots(self.server_version);
+        let sql = create_slot_sql(name, temporary, snapshot, failover, self.server_version);
         let rows = self.conn.simple_query(&sql).await?;
         let row = rows.first().cloned().unwrap_or_default();
         let field = |i: usize| row.get(i).cloned().flatten();
@@ -96,6 +111,16 @@ impl Walsender {
             consistent_point: field(1).and_then(|l| l.parse().ok()).unwrap_or(Lsn::ZERO),
             snapshot_name: field(2),
         })
+    }
+
+    /// `ALTER_REPLICATION_SLOT name (FAILOVER …)` (Postgres 17+): turns an existing
+    /// slot into a failover slot, or back.
+    pub async fn set_slot_failover(&mut self, name: &str, on: bool) -> Result<(), WalsenderError> {
+        let sql = format!(
+            "ALTER_REPLICATION_SLOT {} (FAILOVER {on})",
+            quote_ident(name)
+        );
+        self.conn.simple_query(&sql).await.map(|_| ())
     }
 
     /// Drops a slot; with `wait`, waits for an active consumer to let go.
@@ -186,11 +211,19 @@ pub fn proto_version_for(server_version: u32) -> u32 {
     }
 }
 
-/// The `CREATE_REPLICATION_SLOT` command in the server's syntax.
+/// Failover slots (synchronized to standbys, `pg_replication_slots.failover`) came
+/// with Postgres 17.
+pub fn supports_failover_slots(server_version: u32) -> bool {
+    server_version >= 170000
+}
+
+/// The `CREATE_REPLICATION_SLOT` command in the server's syntax; `failover` is only
+/// written for Postgres 17+ (older servers reject the option).
 pub fn create_slot_sql(
     name: &str,
     temporary: bool,
     snapshot: SlotSnapshot,
+    failover: bool,
     server_version: u32,
 ) -> String {
     let temp = if temporary { " TEMPORARY" } else { "" };
@@ -200,7 +233,11 @@ pub fn create_slot_sql(
             SlotSnapshot::NoExport => "nothing",
             SlotSnapshot::Use => "use",
         };
-        format!(" (SNAPSHOT '{word}')")
+        if failover && supports_failover_slots(server_version) {
+            format!(" (SNAPSHOT '{word}', FAILOVER true)")
+        } else {
+            format!(" (SNAPSHOT '{word}')")
+        }
     } else {
         let word = match snapshot {
             SlotSnapshot::Export => "EXPORT_SNAPSHOT",
@@ -268,13 +305,26 @@ mod tests {
     #[test]
     fn slot_creation_uses_the_servers_syntax() {
         assert_eq!(
-            create_slot_sql("pgch", false, SlotSnapshot::Export, 150000),
+            create_slot_sql("pgch", false, SlotSnapshot::Export, false, 150000),
             "CREATE_REPLICATION_SLOT \"pgch\" LOGICAL pgoutput (SNAPSHOT 'export')"
         );
         assert_eq!(
-            create_slot_sql("pgch", true, SlotSnapshot::NoExport, 140000),
+            create_slot_sql("pgch", true, SlotSnapshot::NoExport, false, 140000),
             "CREATE_REPLICATION_SLOT \"pgch\" TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT"
         );
+    }
+
+    #[test]
+    fn failover_is_asked_for_only_where_the_server_has_failover_slots() {
+        assert_eq!(
+            create_slot_sql("pgch", false, SlotSnapshot::NoExport, true, 170000),
+            "CREATE_REPLICATION_SLOT \"pgch\" LOGICAL pgoutput (SNAPSHOT 'nothing', FAILOVER true)"
+        );
+        assert_eq!(
+            create_slot_sql("pgch", false, SlotSnapshot::NoExport, true, 160004),
+            "CREATE_REPLICATION_SLOT \"pgch\" LOGICAL pgoutput (SNAPSHOT 'nothing')"
+        );
+        assert!(!supports_failover_slots(160004) && supports_failover_slots(180000));
     }
 
     #[test]
