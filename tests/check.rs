@@ -206,7 +206,7 @@ async fn keyless_table_without_replica_identity_full_fails_with_both_fixes() {
     assert_warned_with(
         &report,
         "replica_identity",
-        "rows that are ever equal collapse",
+        "kept exactly, equal rows included, as a multiset",
     );
 }
 

@@ -24,6 +24,7 @@ use crate::sink::state::{keys, StateStore};
 use crate::snapshot::control::CopyControl;
 use crate::snapshot::copy::copy_query_prefix;
 use crate::snapshot::plan::TablePlan;
+use crate::snapshot::visibility::CopyVisibility;
 use crate::source::pgoutput::{Oid, Relation};
 use crate::source::row::ReadError;
 
@@ -82,6 +83,10 @@ struct Lane {
     /// Transactions committed at or before this are in the table's last resync copy:
     /// their replayed changes are skipped (the stream may lack later deletes of them).
     copied_through: Option<Lsn>,
+    /// A multiset table's copy snapshot: the transactions it saw are in the copy, and
+    /// adding their changes again would count them twice (see
+    /// [`crate::snapshot::visibility`]).
+    seen_by_copy: Option<CopyVisibility>,
 }
 
 /// The kind of a row change, for counting.
@@ -136,14 +141,14 @@ impl Applier {
             .enumerate()
             .map(|(i, plan)| {
                 by_name.insert(plan.source.display(), i);
-                let keys = plan.key_columns();
                 Lane {
-                    batch: TableBatch::new(plan.columns.len(), keys),
+                    batch: TableBatch::for_plan(&plan),
                     live: plan.columns.iter().map(|c| c.name.clone()).collect(),
                     plan,
                     last_relation: None,
                     received: [0; 3],
                     copied_through: None,
+                    seen_by_copy: None,
                 }
             })
             .collect();
@@ -226,15 +231,15 @@ impl Applier {
             if self.by_name.contains_key(&plan.source.display()) {
                 continue;
             }
-            let keys = plan.key_columns();
             self.by_name.insert(plan.source.display(), self.lanes.len());
             self.lanes.push(Lane {
-                batch: TableBatch::new(plan.columns.len(), keys),
+                batch: TableBatch::for_plan(&plan),
                 live: plan.columns.iter().map(|c| c.name.clone()).collect(),
                 plan: plan.clone(),
                 last_relation: None,
                 received: [0; 3],
                 copied_through: None,
+                seen_by_copy: None,
             });
         }
     }
@@ -327,9 +332,8 @@ impl Applier {
         if !change.replayed {
             self.lanes[lane].live = plan.columns.iter().map(|c| c.name.clone()).collect();
         }
-        let keys = plan.key_columns();
         let l = &mut self.lanes[lane];
-        l.batch = TableBatch::new(plan.columns.len(), keys);
+        l.batch = TableBatch::for_plan(&plan);
         l.plan = Arc::new(plan);
         Ok(())
     }
@@ -370,13 +374,27 @@ impl Applier {
         }
     }
 
+    /// Sets the snapshot of a multiset table's copy: changes of the transactions it saw
+    /// are skipped.
+    pub fn set_seen_by_copy(&mut self, oid: u32, seen: CopyVisibility) {
+        if let Some(lane) = self.lanes.iter_mut().find(|l| l.plan.source.oid == oid) {
+            lane.seen_by_copy = Some(seen);
+        }
+    }
+
     /// Whether a change of `relation` in the current transaction is already in the
-    /// table's resync copy, and must not be replayed over it.
+    /// table's copy (its last resync copy, or a multiset table's copy), and must not be
+    /// applied over it.
     pub fn in_copy(&self, relation: Oid) -> bool {
-        self.relations
-            .get(&relation)
-            .and_then(|&lane| self.lanes[lane].copied_through)
+        let Some(lane) = self.relations.get(&relation).map(|&l| &self.lanes[l]) else {
+            return false;
+        };
+        lane.copied_through
             .is_some_and(|through| self.final_lsn <= through)
+            || lane
+                .seen_by_copy
+                .as_ref()
+                .is_some_and(|seen| seen.saw(self.xid, self.final_lsn))
     }
 
     /// The current transaction's UPDATE left a TOASTed value unchanged.
@@ -429,7 +447,7 @@ impl Applier {
             job.handle.abort();
         }
         for lane in &mut self.lanes {
-            lane.batch.clear();
+            lane.batch.restart();
         }
         self.pending.clear();
         self.toast_xids.clear();
@@ -457,6 +475,8 @@ impl Applier {
         wait_for_inserts(ch, dest, &table).await;
         let l = &mut self.lanes[lane];
         l.batch.clear();
+        // Everything after this comes from the stream: no copy is left to overlap with.
+        l.seen_by_copy = None;
         let sql = format!(
             "TRUNCATE TABLE {}.{}",
             ch_quote(&dest.database),
@@ -466,6 +486,9 @@ impl Applier {
         let state = StateStore::open(dest, slot).await?;
         state
             .put(&keys::snapshot_complete(&table), "truncated")
+            .await?;
+        state
+            .forget(&[keys::copy_visibility(&l.plan.source.display())])
             .await?;
         if l.plan.source.relkind == "p" {
             let recorded = state.load().await?;

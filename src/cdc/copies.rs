@@ -49,6 +49,14 @@ impl Copies {
         }
     }
 
+    /// Adds snapshots held for keyless tables' copies (see [`super::multiset`]).
+    pub(super) fn hold(
+        &mut self,
+        held: std::collections::BTreeMap<String, Arc<snapshot::held::HeldSnapshot>>,
+    ) {
+        self.opts.held.extend(held);
+    }
+
     /// Copies `prepared` in a snapshot whose xmin is at least `min_xmin`; in
     /// `cdc_only` mode nothing is copied.
     pub(super) fn start(&mut self, prepared: snapshot::Prepared, min_xmin: Option<u64>) {

@@ -20,7 +20,6 @@ use crate::config::DestinationSettings;
 use crate::error;
 use crate::metrics::health;
 use crate::pipeline::batch::{ImageError, TableBatch};
-use crate::sink::ddl::SYSTEM_COLUMNS;
 use crate::sink::rowbinary::{ClampCounts, Codec};
 use crate::sink::writer::RowBinaryInsert;
 use crate::snapshot::plan::TablePlan;
@@ -55,8 +54,7 @@ pub fn encode(
             table: plan.source.display(),
             source,
         })?;
-    let mut columns: Vec<String> = plan.columns.iter().map(|c| c.name.clone()).collect();
-    columns.extend(SYSTEM_COLUMNS.iter().take(2).map(|(n, _)| n.to_string()));
+    let columns = plan.insert_columns();
     Ok(Encoded {
         plan: plan.clone(),
         rows: batch.len() as u64,

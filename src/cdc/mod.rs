@@ -17,6 +17,7 @@ pub mod apply;
 mod copies;
 mod insert;
 pub mod membership;
+mod multiset;
 pub mod schema;
 pub mod slot;
 pub mod toast;
@@ -205,13 +206,22 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
         )
         .await?;
     }
-    let control = Arc::new(CopyControl::default());
-    let mut copies = Copies::new(settings, &opts, control.clone());
     let (shadow_plans, table_plans): (Vec<_>, Vec<_>) = prepared
         .plans
         .iter()
         .cloned()
         .partition(|p| shadows.contains_key(&p.source.oid));
+    // Keyless tables' copies must not overlap the stream: agreed before it starts.
+    let copies_tables = settings.mode == crate::config::Mode::SnapshotAndCdc;
+    let mut keyless =
+        multiset::prepare(settings, &state, &table_plans, opts.min_xmin, copies_tables).await?;
+    let keyless_shadows =
+        multiset::prepare(settings, &state, &shadow_plans, opts.min_xmin, true).await?;
+    keyless.held.extend(keyless_shadows.held);
+    keyless.seen.extend(keyless_shadows.seen);
+    opts.held = keyless.held.clone();
+    let control = Arc::new(CopyControl::default());
+    let mut copies = Copies::new(settings, &opts, control.clone());
     copies.start(
         snapshot::Prepared {
             plans: table_plans,
@@ -239,6 +249,7 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
     for (oid, lsn) in copied_through {
         applier.set_copied_through(oid, lsn);
     }
+    keyless.apply_to(&mut applier);
     let mut tracker = Tracker {
         opts: opts.clone(),
         server_version: prepared.server_version,

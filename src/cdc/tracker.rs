@@ -94,7 +94,15 @@ impl Tracker {
             for plan in &prepared.plans {
                 tracing::info!(table = %plan.source.display(), destination = %plan.dest, "table joined the publication; copying it");
             }
+            // Before its lane exists no change of a joining table is applied: its
+            // copy can be agreed with the stream now (a keyless one must be).
+            let copy = settings.mode == crate::config::Mode::SnapshotAndCdc;
+            let keyless =
+                super::multiset::prepare(settings, &state, &prepared.plans, Some(xmax), copy)
+                    .await?;
             applier.add_tables(&prepared.plans);
+            keyless.apply_to(applier);
+            copies.hold(keyless.held);
             copies.start(prepared, Some(xmax));
         }
         // A table that left and came back missed the changes in between: a version-0

@@ -13,6 +13,29 @@
 //! is never written as empty or NULL: it is copied from the latest earlier image of the
 //! same key in this batch, from the full old tuple under `REPLICA IDENTITY FULL`, or left
 //! unresolved for the writer to read from Postgres by key before encoding.
+//!
+//! # Keyless tables are multisets
+//!
+//! A table without a usable key under `REPLICA IDENTITY FULL` may hold equal rows, and
+//! Postgres tells them apart only by `ctid`, which pgoutput does not send. Its images
+//! are therefore not rows but changes:
+//!
+//! ```text
+//!   insert  -> row(new), _sign = +1
+//!   update  -> row(old), _sign = -1  +  row(new), _sign = +1
+//!   delete  -> row(old), _sign = -1
+//!   copy    -> row, _sign = +1, _version = 0, _seq = ctid
+//! ```
+//!
+//! Each image is named by `(_version, _seq)`: the change's WAL start and its position
+//! among the images with that start (a multi-row INSERT or COPY decodes into several
+//! changes at one WAL start; an update makes two images). A replay sends the same
+//! transactions again from a commit boundary, so it produces the same names, and
+//! `ReplacingMergeTree` (ordered by the values, then the name) keeps one row per name:
+//! replays neither add nor remove copies. The number of copies of a distinct row is the
+//! sum of its `_sign`s under `FINAL` — what the `<table>_current` view expands. A
+//! TRUNCATE empties the table as for every other. The copy and the stream must not both
+//! carry a transaction: see [`crate::snapshot::visibility`].
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -45,6 +68,10 @@ pub struct PendingRow {
     pub version: Lsn,
     pub deleted: bool,
     pub cells: Vec<Cell>,
+    /// Multiset tables only: the image's position among those at `version`, and
+    /// whether it adds (+1) or removes (-1) a copy of the row.
+    pub seq: u64,
+    pub sign: i8,
 }
 
 /// Why a change could not become a row image.
@@ -58,6 +85,8 @@ pub enum ImageError {
     Encode { column: usize, source: EncodeError },
     #[error("column {column} of a row is an unchanged TOAST value that was not resolved")]
     UnresolvedToast { column: usize },
+    #[error("an UPDATE or DELETE of a keyless table came without the whole old row: the table's REPLICA IDENTITY is no longer FULL (set it back, then `pgch resync` the table)")]
+    NoOldRow,
 }
 
 type Key = Vec<Option<Bytes>>;
@@ -72,6 +101,12 @@ pub struct TableBatch {
     /// TOAST values need it, so it is built the first time one arrives in this batch
     /// and kept up from then on; batches without such values never hash a key.
     latest: Option<HashMap<Key, usize>>,
+    /// Images are changes of a multiset (keyless) table.
+    multiset: bool,
+    /// The version of the last image and the next position at it; kept across
+    /// flushes (a multi-row change may straddle one), reset when a session is lost.
+    last_version: Lsn,
+    next_seq: u64,
     pub fill: BatchFill,
 }
 
@@ -83,8 +118,62 @@ impl TableBatch {
             columns,
             rows: Vec::new(),
             latest: None,
+            multiset: false,
+            last_version: Lsn::ZERO,
+            next_seq: 0,
             fill: BatchFill::default(),
         }
+    }
+
+    /// An empty batch for a multiset table (keyless, `REPLICA IDENTITY FULL`): every
+    /// change an image of its own (see the module docs).
+    pub fn multiset(columns: usize) -> Self {
+        TableBatch {
+            multiset: true,
+            ..TableBatch::new(columns, Vec::new())
+        }
+    }
+
+    /// The batch a table's plan asks for.
+    pub fn for_plan(plan: &crate::snapshot::plan::TablePlan) -> Self {
+        if plan.is_multiset() {
+            TableBatch::multiset(plan.columns.len())
+        } else {
+            TableBatch::new(plan.columns.len(), plan.key_columns())
+        }
+    }
+
+    /// Forgets the positions within the last version: after a lost session the slot
+    /// sends the same changes again from a commit, and they must get the same names.
+    pub fn restart(&mut self) {
+        self.clear();
+        self.last_version = Lsn::ZERO;
+        self.next_seq = 0;
+    }
+
+    /// The next position at `version`.
+    fn seq(&mut self, version: Lsn) -> u64 {
+        if version != self.last_version {
+            self.last_version = version;
+            self.next_seq = 0;
+        }
+        self.next_seq += 1;
+        self.next_seq - 1
+    }
+
+    /// A multiset image: `sign` copies of `cells`.
+    fn push_change(&mut self, version: Lsn, cells: Vec<Cell>, sign: i8, now: Instant) {
+        let seq = self.seq(version);
+        self.push(
+            PendingRow {
+                version,
+                deleted: false,
+                cells,
+                seq,
+                sign,
+            },
+            now,
+        );
     }
 
     /// The row images, in change order.
@@ -207,11 +296,17 @@ impl TableBatch {
     /// An INSERT.
     pub fn insert(&mut self, version: Lsn, new: TupleData, now: Instant) -> Result<(), ImageError> {
         let cells = self.cells(new)?;
+        if self.multiset {
+            self.push_change(version, cells, 1, now);
+            return Ok(());
+        }
         self.push(
             PendingRow {
                 version,
                 deleted: false,
                 cells,
+                seq: 0,
+                sign: 1,
             },
             now,
         );
@@ -233,6 +328,16 @@ impl TableBatch {
             Some(OldTuple::Key(t)) | Some(OldTuple::Full(t)) => Some(self.cells(t)?),
             None => None,
         };
+        if self.multiset {
+            // The old row is all there (FULL): one copy of it goes, one of the new comes.
+            let Some(old_cells) = old_cells.filter(|_| full) else {
+                return Err(ImageError::NoOldRow);
+            };
+            Self::fill_unchanged(&mut cells, &old_cells);
+            self.push_change(version, old_cells, -1, now);
+            self.push_change(version, cells, 1, now);
+            return Ok(());
+        }
         if cells.contains(&Cell::Unresolved) {
             // The latest image of the row: under its old key when the key moved.
             let lookup = Self::key_of(&self.key_columns, old_cells.as_deref().unwrap_or(&cells));
@@ -255,6 +360,8 @@ impl TableBatch {
                         version,
                         deleted: true,
                         cells: marker,
+                        seq: 0,
+                        sign: 1,
                     },
                     now,
                 );
@@ -265,6 +372,8 @@ impl TableBatch {
                 version,
                 deleted: false,
                 cells,
+                seq: 0,
+                sign: 1,
             },
             now,
         );
@@ -273,14 +382,24 @@ impl TableBatch {
 
     /// A DELETE: a marker with the key (and whatever else the old tuple carries).
     pub fn delete(&mut self, version: Lsn, old: OldTuple, now: Instant) -> Result<(), ImageError> {
+        let full = matches!(old, OldTuple::Full(_));
         let (OldTuple::Key(t) | OldTuple::Full(t)) = old;
         let cells = self.cells(t)?;
+        if self.multiset {
+            if !full {
+                return Err(ImageError::NoOldRow);
+            }
+            self.push_change(version, cells, -1, now);
+            return Ok(());
+        }
         let marker = self.marker(&cells);
         self.push(
             PendingRow {
                 version,
                 deleted: true,
                 cells: marker,
+                seq: 0,
+                sign: 1,
             },
             now,
         );
@@ -353,6 +472,10 @@ impl TableBatch {
             }
             out.put_u64_le(row.version.as_u64());
             out.put_u8(u8::from(row.deleted));
+            if self.multiset {
+                out.put_u64_le(row.seq);
+                out.put_i8(row.sign);
+            }
         }
         Ok(())
     }

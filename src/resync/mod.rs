@@ -39,6 +39,7 @@ use crate::sink::client::{self as ch_client, SinkError};
 use crate::sink::ddl;
 use crate::sink::state::{keys, StateStore};
 use crate::snapshot::control::CopyControl;
+use crate::snapshot::held::HeldSnapshot;
 use crate::snapshot::plan::TablePlan;
 use crate::snapshot::{self, Prepared, SnapshotError, SnapshotOptions};
 use crate::source::connect::{self, ConnectError};
@@ -311,6 +312,15 @@ async fn resync_table(
     let xmax = membership::current_xmax(&pg).await?;
     let mut opts = opts.clone();
     opts.min_xmin = Some(opts.min_xmin.unwrap_or(0).max(xmax));
+    // A keyless table's copy: one held snapshot, whose transactions the stream skips.
+    let held = if plan.is_multiset() {
+        let held = HeldSnapshot::take(&settings.source.endpoint, opts.min_xmin).await?;
+        let held = Arc::new(held);
+        opts.held.insert(shadow_name.clone(), held.clone());
+        Some(held)
+    } else {
+        None
+    };
     let opts = &opts;
     membership::record_tree_now(&pg, state, plan).await?;
     membership::record_membership_now(
@@ -351,6 +361,16 @@ async fn resync_table(
             &copied_through.to_string(),
         )
         .await?;
+    match &held {
+        Some(held) => {
+            let key = keys::copy_visibility(&plan.source.display());
+            state.put(&key, &held.seen.to_string()).await?;
+        }
+        None => {
+            let key = keys::copy_visibility(&plan.source.display());
+            state.forget(&[key]).await?;
+        }
+    }
     // The table needs no more copying for this slot: `pgch run` only streams into it.
     state
         .put(&keys::snapshot_complete(&plan.dest), "resync")

@@ -12,6 +12,12 @@ pub const SYSTEM_COLUMNS: &[(&str, &str)] = &[
     ("_synced_at", "DateTime64(6) DEFAULT now64(6)"),
 ];
 
+/// The columns a multiset table (keyless, `REPLICA IDENTITY FULL`) has after
+/// [`SYSTEM_COLUMNS`]: with `_version` they name the change a row stands for (so a
+/// replay replaces it instead of adding to it), and `_sign` says whether it adds a copy
+/// of the row or removes one.
+pub const MULTISET_COLUMNS: &[(&str, &str)] = &[("_seq", "UInt64"), ("_sign", "Int8")];
+
 /// One destination column.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ColumnSpec {
@@ -29,6 +35,8 @@ pub struct TableSpec {
     pub columns: Vec<ColumnSpec>,
     /// A keyless `REPLICA IDENTITY FULL` table: ordered by nullable columns (rule 10).
     pub nullable_key: bool,
+    /// Every change a row of its own, `_sign` ±1 ([`MULTISET_COLUMNS`]).
+    pub multiset: bool,
     /// A comment naming the source table.
     pub source: String,
 }
@@ -55,28 +63,25 @@ pub fn create_table_sql(database: &str, table: &TableSpec, cluster: Option<&str>
         .iter()
         .map(|c| format!("{} {}", quote_ident(&c.name), c.ch_type))
         .collect();
-    cols.extend(
-        SYSTEM_COLUMNS
-            .iter()
-            .map(|(n, t)| format!("{} {t}", quote_ident(n))),
-    );
+    let system = SYSTEM_COLUMNS
+        .iter()
+        .chain(MULTISET_COLUMNS.iter().filter(|_| table.multiset));
+    cols.extend(system.map(|(n, t)| format!("{} {t}", quote_ident(n))));
     let mut order: Vec<&ColumnSpec> = table
         .columns
         .iter()
         .filter(|c| c.order_position.is_some())
         .collect();
     order.sort_by_key(|c| c.order_position);
+    let mut order: Vec<String> = order.iter().map(|c| quote_ident(&c.name)).collect();
+    if table.multiset {
+        // The change a row stands for makes it unique: equal rows stay apart.
+        order.extend(["_version", "_seq"].map(quote_ident));
+    }
     let order_by = if order.is_empty() {
         "tuple()".to_string()
     } else {
-        format!(
-            "({})",
-            order
-                .iter()
-                .map(|c| quote_ident(&c.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        format!("({})", order.join(", "))
     };
     let engine = match cluster {
         None => "ReplacingMergeTree(_version, _is_deleted)".to_string(),
@@ -94,6 +99,30 @@ pub fn create_table_sql(database: &str, table: &TableSpec, cluster: Option<&str>
         on_cluster(cluster),
         cols.join(", "),
         escape_string(&format!("pgch: {}", table.source)),
+    )
+}
+
+/// The name of the view that shows a multiset table as Postgres holds it.
+pub fn current_view_name(table: &str) -> String {
+    format!("{table}_current")
+}
+
+/// `CREATE OR REPLACE VIEW <table>_current`: a multiset table's rows, each distinct row
+/// repeated as many times as Postgres holds it (the sum of its `_sign`s under `FINAL`,
+/// which drops replayed changes), system columns hidden.
+pub fn current_view_sql(database: &str, table: &TableSpec, cluster: Option<&str>) -> String {
+    let cols = table
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "CREATE OR REPLACE VIEW {db}.{}{} AS SELECT {cols} FROM (SELECT {cols}, sum(_sign) AS _copies FROM {db}.{} FINAL GROUP BY {cols}) ARRAY JOIN range(toUInt64(greatest(_copies, 0))) AS _copy",
+        quote_ident(&current_view_name(&table.name)),
+        on_cluster(cluster),
+        quote_ident(&table.name),
+        db = quote_ident(database),
     )
 }
 
@@ -154,6 +183,7 @@ mod tests {
                 },
             ],
             nullable_key: false,
+            multiset: false,
             source: "public.orders".into(),
         }
     }

@@ -68,6 +68,13 @@ pub mod keys {
         format!("copied/{source}")
     }
 
+    /// `seen/<schema.table>`: the snapshot of a multiset (keyless) table's last copy
+    /// ([`crate::snapshot::visibility::CopyVisibility`]), written before the copy
+    /// inserts anything: the stream skips the transactions it saw, also after a restart.
+    pub fn copy_visibility(source: &str) -> String {
+        format!("seen/{source}")
+    }
+
     /// Prefix of every `copy/…` key of one table.
     pub fn copy_prefix(table: &str) -> String {
         format!("copy/{table}/")

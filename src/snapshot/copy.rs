@@ -12,7 +12,6 @@ use super::control::TableGate;
 use super::plan::TablePlan;
 use crate::config::DestinationSettings;
 use crate::sink::client::SinkError;
-use crate::sink::ddl::SYSTEM_COLUMNS;
 use crate::sink::rowbinary::{encode_value, ClampCounts, EncodeError};
 use crate::sink::writer::RowBinaryInsert;
 use crate::source::catalog::quote_ident;
@@ -56,6 +55,8 @@ pub enum CopyError {
         table: String,
         source: CopyTextError,
     },
+    #[error("{table}: COPY sent the row address \"{value}\", which is no ctid")]
+    Ctid { table: String, value: String },
     #[error("the copy of {0} was cancelled by a TRUNCATE")]
     Cancelled(String),
     #[error("{table}.{column}: {source}")]
@@ -92,7 +93,11 @@ pub fn copy_query_prefix(table: &str) -> String {
 /// The `COPY … TO STDOUT` statement of a partition: the published columns, the
 /// publication's row filter, and the block range (a TID range scan on Postgres 14+).
 pub fn copy_sql(plan: &TablePlan, range: Option<BlockRange>) -> String {
-    let cols: Vec<String> = plan.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let mut cols: Vec<String> = plan.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    if plan.is_multiset() {
+        // Names each copied row apart from its equals (see `pipeline::batch`).
+        cols.push("ctid".into());
+    }
     let mut conditions = Vec::new();
     if let Some(r) = range {
         conditions.push(format!("ctid >= '({},0)'::tid", r.start));
@@ -113,6 +118,15 @@ pub fn copy_sql(plan: &TablePlan, range: Option<BlockRange>) -> String {
         cols.join(", "),
         plan.source.qualified()
     )
+}
+
+/// A `ctid` (`(block,offset)`) as one number, block in the high bits.
+pub fn ctid_seq(text: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(text).ok()?;
+    let (block, offset) = text.strip_prefix('(')?.strip_suffix(')')?.split_once(',')?;
+    let block: u64 = block.parse().ok()?;
+    let offset: u64 = offset.parse().ok()?;
+    (block <= u64::from(u32::MAX) && offset <= 0xFFFF).then_some(block << 16 | offset)
 }
 
 /// Copies one partition in the caller's transaction (whose snapshot decides what is seen).
@@ -136,11 +150,12 @@ pub async fn copy_partition(
     };
     let stream = pg.copy_out(&copy_sql(plan, range)).await.map_err(pg_err)?;
     futures_util::pin_mut!(stream);
-    let mut columns: Vec<String> = plan.columns.iter().map(|c| c.name.clone()).collect();
-    columns.extend(SYSTEM_COLUMNS.iter().take(2).map(|(n, _)| n.to_string()));
+    let columns = plan.insert_columns();
+    let multiset = plan.is_multiset();
+    let fields_per_row = plan.columns.len() + usize::from(multiset);
     let mut insert = RowBinaryInsert::start(ch, settings, &plan.dest, &columns, query_id);
     // Postgres sends each row of COPY TO STDOUT as its own CopyData message.
-    let mut spare: Vec<Option<Cow<'static, [u8]>>> = Vec::with_capacity(plan.columns.len());
+    let mut spare: Vec<Option<Cow<'static, [u8]>>> = Vec::with_capacity(fields_per_row);
     let mut rows_seen: u64 = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(pg_err)?;
@@ -156,10 +171,19 @@ pub async fn copy_partition(
             },
         })?;
         let mut fields: Vec<Option<Cow<'_, [u8]>>> = spare.into_iter().map(|_| None).collect();
-        decode_row(row, plan.columns.len(), &mut fields).map_err(|source| CopyError::Row {
+        decode_row(row, fields_per_row, &mut fields).map_err(|source| CopyError::Row {
             table: table.clone(),
             source,
         })?;
+        let seq = if multiset {
+            let ctid = fields.last().and_then(|f| f.as_deref());
+            Some(ctid.and_then(ctid_seq).ok_or_else(|| CopyError::Ctid {
+                table: table.clone(),
+                value: String::from_utf8_lossy(ctid.unwrap_or_default()).into_owned(),
+            })?)
+        } else {
+            None
+        };
         let out = insert.buffer();
         for ((field, mapping), col) in fields.iter().zip(&plan.mappings).zip(&plan.columns) {
             encode_value(&mapping.codec, field.as_deref(), out, clamps).map_err(|source| {
@@ -172,6 +196,10 @@ pub async fn copy_partition(
         }
         out.put_u64_le(0); // _version: snapshot rows lose to every change
         out.put_u8(0); // _is_deleted
+        if let Some(seq) = seq {
+            out.put_u64_le(seq); // _seq: the row's ctid, unique within the snapshot
+            out.put_i8(1); // _sign: one copy
+        }
         fields.clear();
         spare = fields.into_iter().map(|_| None).collect();
         insert.row_done().await?;
@@ -187,6 +215,15 @@ pub async fn copy_partition(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ctids_become_one_number_per_row() {
+        assert_eq!(ctid_seq(b"(0,1)"), Some(1));
+        assert_eq!(ctid_seq(b"(3,17)"), Some(3 << 16 | 17));
+        assert_eq!(ctid_seq(b"(4294967295,65535)"), Some(u64::MAX >> 16));
+        assert_eq!(ctid_seq(b"(1,70000)"), None);
+        assert_eq!(ctid_seq(b"1,2"), None);
+    }
 
     #[test]
     fn block_ranges_label_their_partition() {

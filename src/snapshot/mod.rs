@@ -19,7 +19,9 @@
 
 pub mod control;
 pub mod copy;
+pub mod held;
 pub mod plan;
+pub mod visibility;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +42,7 @@ use crate::source::columns::published_columns;
 use crate::source::connect::{self, ConnectError};
 use crate::source::row::{column, ColumnError, ReadError};
 use control::{CopyControl, TableGate};
+use held::HeldSnapshot;
 use copy::{BlockRange, CopyError};
 use plan::{plan_table, PlanError, TablePlan};
 
@@ -53,6 +56,9 @@ pub struct SnapshotOptions {
     /// recorded at slot creation); `None` when no stream follows.
     pub min_xmin: Option<u64>,
     pub mapping: MappingOptions,
+    /// Snapshots held for multiset (keyless) tables' copies, by destination table: the
+    /// stream skips what they saw, so the copy must read exactly them ([`held`]).
+    pub held: BTreeMap<String, Arc<HeldSnapshot>>,
 }
 
 impl SnapshotOptions {
@@ -63,6 +69,7 @@ impl SnapshotOptions {
             partition_blocks: settings.snapshot.partition_blocks,
             min_xmin: None,
             mapping: MappingOptions::default(),
+            held: BTreeMap::new(),
         }
     }
 }
@@ -103,6 +110,8 @@ pub enum SnapshotError {
     },
     #[error("{0}; delete that key from _pgch_state, or run `pgch resync` to copy the table again")]
     State(String),
+    #[error("the copy of keyless table {0} lost its snapshot (the connection holding it ended); restart pgch: the copy of that table starts over")]
+    HeldSnapshotLost(String),
 }
 
 impl SnapshotError {
@@ -291,7 +300,8 @@ pub async fn copy_all(
                 continue;
             }
             let (_, _, now) = table_size(&pg, plan.source.oid).await?;
-            if now == *filenode {
+            // One snapshot saw a multiset's table whole: a later rewrite moved nothing in it.
+            if now == *filenode || plan.is_multiset() {
                 continue;
             }
             tracing::warn!(
@@ -346,7 +356,12 @@ async fn plan_jobs(
     let per_partition = opts
         .partition_blocks
         .unwrap_or_else(|| auto_partition_blocks(blocks, opts.workers));
-    let ranges = partition(blocks, per_partition, version);
+    // A multiset's copy is one snapshot read once: the stream skips what it saw.
+    let ranges = if plan.is_multiset() {
+        vec![None]
+    } else {
+        partition(blocks, per_partition, version)
+    };
     progress
         .partitions_total
         .store(ranges.len() as u64, Ordering::Relaxed);
@@ -492,6 +507,11 @@ async fn ensure_table(
         &ddl::create_table_sql(&dest.database, &plan.spec, dest.cluster.as_deref()),
     )
     .await?;
+    if plan.is_multiset() && !plan.dest.ends_with(&crate::resync::shadow::shadow_name("")) {
+        // How a multiset reads as Postgres holds it (README: keyless tables).
+        let sql = ddl::current_view_sql(&dest.database, &plan.spec, dest.cluster.as_deref());
+        ch_client::execute(ch, dest, &sql).await?;
+    }
     if !owned {
         state
             .put(&keys::table_owned(&plan.dest), &plan.source.display())
@@ -538,6 +558,11 @@ async fn check_compatible(
         .keys()
         .filter(|n| !n.starts_with('_') && !plan.spec.columns.iter().any(|c| &c.name == *n))
         .collect();
+    if plan.is_multiset() && !existing.contains_key("_sign") {
+        return Err(incompatible(
+            "is a keyless table written before pgch kept such tables as multisets (no `_sign` column), where equal rows collapse".into(),
+        ));
+    }
     let table_sql = format!(
         "{}.{}",
         crate::sink::preflight::quote_ident(&dest.database),
@@ -665,9 +690,10 @@ async fn run_jobs(
         let min_xmin = opts.min_xmin;
         let clamps = clamps.clone();
         let gate = control.gate(&job.plan.dest);
+        let held = opts.held.get(&job.plan.dest).cloned();
         tasks.spawn(async move {
             let _permit = permit.acquire_owned().await;
-            let result = copy_job(&settings, &job, min_xmin, &clamps, &gate).await;
+            let result = copy_job(&settings, &job, min_xmin, held, &clamps, &gate).await;
             (job, result)
         });
     }
@@ -690,6 +716,14 @@ async fn run_jobs(
                 state
                     .put(&keys::copy_done(&job.plan.dest, &job.label), "done")
                     .await?;
+                if job.plan.is_multiset() {
+                    state
+                        .put(&keys::snapshot_complete(&job.plan.dest), "copied")
+                        .await?;
+                    if let Some(held) = opts.held.get(&job.plan.dest) {
+                        held.release();
+                    }
+                }
                 let done = job.progress.partitions_done.fetch_add(1, Ordering::Relaxed) + 1;
                 if done == job.progress.partitions_total.load(Ordering::Relaxed) {
                     tracing::info!(
@@ -718,15 +752,46 @@ async fn copy_job(
     settings: &Settings,
     job: &Job,
     min_xmin: Option<u64>,
+    held: Option<Arc<HeldSnapshot>>,
     clamps: &Mutex<ClampCounts>,
     gate: &TableGate,
 ) -> Result<bool, SnapshotError> {
     if gate.is_cancelled() {
         return Ok(false);
     }
+    let table = job.plan.source.display();
+    let held = match held {
+        Some(held) if !held.is_held() => return Err(SnapshotError::HeldSnapshotLost(table)),
+        Some(held) => Some(held),
+        // No stream follows (`pgch snapshot`): any one snapshot is exact.
+        None if job.plan.is_multiset() && min_xmin.is_none() => Some(Arc::new(
+            HeldSnapshot::take(&settings.source.endpoint, None).await?,
+        )),
+        None if job.plan.is_multiset() => {
+            return Err(SnapshotError::State(format!(
+                "the copy of keyless table {table} has no snapshot agreed with the stream"
+            )))
+        }
+        None => None,
+    };
     let mut pg = connect::connect(&settings.source.endpoint).await?;
     let started = Instant::now();
     let tx = loop {
+        if let Some(held) = &held {
+            let tx = pg
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(SnapshotError::Catalog)?;
+            let import = format!("SET TRANSACTION SNAPSHOT '{}'", escape_string(&held.id));
+            if let Err(e) = tx.batch_execute(&import).await {
+                tracing::warn!(table = %table, error = %e, "cannot import the copy's held snapshot");
+                return Err(SnapshotError::HeldSnapshotLost(table));
+            }
+            break tx;
+        }
         let tx = pg
             .build_transaction()
             .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)

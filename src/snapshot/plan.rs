@@ -1,7 +1,7 @@
 //! From a published table to its ClickHouse table: destination name, column types and
 //! codecs, and the ORDER BY key (DESIGN.md rules 2 and 10).
 
-use crate::sink::ddl::{ColumnSpec, TableSpec};
+use crate::sink::ddl::{ColumnSpec, TableSpec, MULTISET_COLUMNS, SYSTEM_COLUMNS};
 use crate::sink::types::{
     map_column, ColumnMapping, MappingError, MappingOptions, PgType, PgTypeKind,
 };
@@ -28,6 +28,24 @@ impl TablePlan {
             .filter(|(_, c)| c.is_key())
             .map(|(i, _)| i)
             .collect()
+    }
+
+    /// Whether the table is replicated as a multiset (no usable key under `REPLICA
+    /// IDENTITY FULL`): every change a row of its own, `_sign` ±1 (see
+    /// [`crate::pipeline::batch`]).
+    pub fn is_multiset(&self) -> bool {
+        self.spec.multiset
+    }
+
+    /// The columns every insert into the table writes, in order: the source's, then
+    /// `_version`, `_is_deleted`, and for a multiset `_seq`, `_sign`.
+    pub fn insert_columns(&self) -> Vec<String> {
+        let mut columns: Vec<String> = self.columns.iter().map(|c| c.name.clone()).collect();
+        columns.extend(SYSTEM_COLUMNS.iter().take(2).map(|(n, _)| n.to_string()));
+        if self.is_multiset() {
+            columns.extend(MULTISET_COLUMNS.iter().map(|(n, _)| n.to_string()));
+        }
+        columns
     }
 
     /// The same plan writing to another ClickHouse table (a resync's shadow): same
@@ -126,6 +144,7 @@ pub fn plan_table(
             name: dest.clone(),
             columns: specs,
             nullable_key: keyless_full,
+            multiset: keyless_full,
             source: source.display(),
         },
         dest,

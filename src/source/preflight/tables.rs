@@ -156,7 +156,7 @@ pub fn judge_replica_identity(t: &PublishedTable) -> Option<CheckResult> {
     match t.replica_identity {
         ReplicaIdentity::Full if !t.has_primary_key => Some(CheckResult::warning(
             "replica_identity",
-            format!("{} has no primary key and REPLICA IDENTITY FULL: ClickHouse orders it by all its columns, and rows that are ever equal collapse into one", t.display()),
+            format!("{} has no primary key and REPLICA IDENTITY FULL: it is kept exactly, equal rows included, as a multiset — every change a row of its own (the ClickHouse table grows with every change; query its `_current` view), copied in one snapshot by one worker", t.display()),
             format!("add a primary key if the table has one: ALTER TABLE {} ADD PRIMARY KEY (<columns>);", t.qualified()),
         )),
         ReplicaIdentity::Full => None,
