@@ -65,7 +65,7 @@ fn comparisons(db: &str) -> Vec<(String, String)> {
         ),
         (
             "SELECT count(*), sum(a), sum(length(b)) FROM public.events".into(),
-            format!("SELECT count(), sum(a), sum(lengthUTF8(b)) FROM `{db}`.`public_events` FINAL WHERE _is_deleted = 0"),
+            format!("SELECT count(), sum(a), sum(lengthUTF8(b)) FROM `{db}`.`public_events_current`"),
         ),
         (
             "SELECT count(*), sum(id), sum(length(serial)), sum(length(model)) FROM public.devices".into(),

@@ -27,9 +27,7 @@ fn counts(db: &str) -> (String, String) {
 
 /// Replayed changes must not be stored twice: the change names are unique.
 async fn names_unique(db: &str) -> bool {
-    let sql = format!(
-        "SELECT count() - uniqExact(_version, _seq) FROM `{db}`.`public_k` FINAL"
-    );
+    let sql = format!("SELECT count() - uniqExact(_version, _seq) FROM `{db}`.`public_k` FINAL");
     ClickHouse::shared()
         .query(&sql)
         .await
@@ -73,8 +71,11 @@ async fn equal_rows_keep_their_number_of_copies_through_every_change_and_crash()
     })
     .await;
     // While the copy holds: the stream carries these, the copy does not see them.
-    pg.sql(&src.database, "INSERT INTO public.k VALUES (1, 'x'), (4, 'w'), (4, 'w');")
-        .unwrap();
+    pg.sql(
+        &src.database,
+        "INSERT INTO public.k VALUES (1, 'x'), (4, 'w'), (4, 'w');",
+    )
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     first.kill9();
     pg.sql(
@@ -137,7 +138,10 @@ async fn equal_rows_keep_their_number_of_copies_through_every_change_and_crash()
     }
     let pgch = PgchProcess::run(&env, &[], log.clone());
     same(&log).await;
-    assert!(names_unique(&db).await, "a replayed change was stored twice");
+    assert!(
+        names_unique(&db).await,
+        "a replayed change was stored twice"
+    );
     let status = pgch.terminate(Duration::from_secs(60));
     assert!(status.success(), "{status:?}");
 }

@@ -502,6 +502,85 @@ mod tests {
         Cell::Text(Bytes::copy_from_slice(s.as_bytes()))
     }
 
+    fn images(b: &TableBatch) -> Vec<(u64, u64, i8, Vec<Cell>)> {
+        b.rows()
+            .iter()
+            .map(|r| (r.version.as_u64(), r.seq, r.sign, r.cells.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_multiset_keeps_every_change_as_a_signed_image_named_by_version_and_position() {
+        let now = Instant::now();
+        let mut b = TableBatch::multiset(2);
+        let row = |a: &str| t(&[Some(a), Some("x")]);
+        // A multi-row insert: several changes at one WAL start.
+        b.insert(Lsn::new(10), row("1"), now).unwrap();
+        b.insert(Lsn::new(10), row("1"), now).unwrap();
+        b.update(
+            Lsn::new(20),
+            Some(OldTuple::Full(t(&[Some("1"), Some("x")]))),
+            t(&[Some("2"), Some("<u>")]),
+            now,
+        )
+        .unwrap();
+        b.delete(Lsn::new(30), OldTuple::Full(row("1")), now)
+            .unwrap();
+        assert_eq!(
+            images(&b),
+            vec![
+                (10, 0, 1, vec![text("1"), text("x")]),
+                (10, 1, 1, vec![text("1"), text("x")]),
+                (20, 0, -1, vec![text("1"), text("x")]),
+                (20, 1, 1, vec![text("2"), text("x")]),
+                (30, 0, -1, vec![text("1"), text("x")]),
+            ]
+        );
+        assert!(b.rows().iter().all(|r| !r.deleted));
+        // A flush between changes at one WAL start keeps counting…
+        b.clear();
+        b.insert(Lsn::new(30), row("3"), now).unwrap();
+        assert_eq!(images(&b)[0].1, 1);
+        // …a lost session starts over, as the replay does.
+        b.restart();
+        b.insert(Lsn::new(30), row("3"), now).unwrap();
+        assert_eq!(images(&b)[0].1, 0);
+    }
+
+    #[test]
+    fn a_multiset_needs_the_whole_old_row() {
+        let now = Instant::now();
+        let mut b = TableBatch::multiset(2);
+        let key = OldTuple::Key(t(&[Some("1"), None]));
+        assert_eq!(b.delete(Lsn::new(1), key, now), Err(ImageError::NoOldRow));
+        assert_eq!(
+            b.update(Lsn::new(1), None, t(&[Some("1"), Some("x")]), now),
+            Err(ImageError::NoOldRow)
+        );
+    }
+
+    #[test]
+    fn multiset_images_encode_their_name_and_sign() {
+        let now = Instant::now();
+        let mut b = TableBatch::multiset(1);
+        b.delete(Lsn::new(7), OldTuple::Full(t(&[None])), now)
+            .unwrap();
+        let codec = Codec {
+            value: crate::sink::rowbinary::ValueCodec::Text,
+            nulls: NullMode::Nullable,
+            key: false,
+        };
+        let mut out = BytesMut::new();
+        b.encode(&[&codec], &mut out, &mut ClampCounts::default())
+            .unwrap();
+        let mut want = vec![1u8]; // NULL
+        want.extend(7u64.to_le_bytes());
+        want.push(0); // _is_deleted
+        want.extend(0u64.to_le_bytes());
+        want.push(0xFF); // _sign = -1
+        assert_eq!(out.to_vec(), want);
+    }
+
     #[test]
     fn a_key_update_writes_a_marker_for_the_old_key_and_the_new_row() {
         let now = Instant::now();

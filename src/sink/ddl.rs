@@ -189,6 +189,29 @@ mod tests {
     }
 
     #[test]
+    fn multisets_are_ordered_by_their_values_then_the_change_and_read_through_a_view() {
+        let mut s = spec();
+        s.multiset = true;
+        let sql = create_table_sql("pgch", &s, None);
+        assert!(
+            sql.contains(
+                "`_synced_at` DateTime64(6) DEFAULT now64(6), `_seq` UInt64, `_sign` Int8)"
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("ORDER BY (`region`, `id`, `_version`, `_seq`)"),
+            "{sql}"
+        );
+        assert_eq!(
+            current_view_sql("pgch", &s, None),
+            "CREATE OR REPLACE VIEW `pgch`.`public_orders_current` AS SELECT `id`, `region`, `total` \
+             FROM (SELECT `id`, `region`, `total`, sum(_sign) AS _copies FROM `pgch`.`public_orders` FINAL \
+             GROUP BY `id`, `region`, `total`) ARRAY JOIN range(toUInt64(greatest(_copies, 0))) AS _copy"
+        );
+    }
+
+    #[test]
     fn tables_are_replacing_merge_trees_ordered_by_the_key() {
         assert_eq!(
             create_table_sql("pgch", &spec(), None),

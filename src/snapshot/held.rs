@@ -41,12 +41,19 @@ impl HeldSnapshot {
     pub async fn take(ep: &PgEndpoint, min_xmin: Option<u64>) -> Result<Self, SnapshotError> {
         let pg = connect::connect(ep).await?;
         loop {
-            pg.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .await
+            // Idle in its transaction by design: a server-wide idle timeout must not
+            // end it (SET LOCAL: also right through a transaction pooler).
+            pg.batch_execute(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL idle_in_transaction_session_timeout = 0",
+            )
+            .await
                 .map_err(SnapshotError::Catalog)?;
+            // The insert position, not the write position: under `synchronous_commit =
+            // off` a transaction is visible before its commit record is written, and
+            // every commit the snapshot sees must lie at or before `through`.
             let row = pg
                 .query_one(
-                    "SELECT txid_current_snapshot()::text, pg_export_snapshot(), pg_catalog.pg_current_wal_lsn()::text",
+                    "SELECT txid_current_snapshot()::text, pg_export_snapshot(), pg_catalog.pg_current_wal_insert_lsn()::text",
                     &[],
                 )
                 .await

@@ -123,7 +123,10 @@ mod tests {
         assert!(!s.saw(102, Lsn::new(500)), "running at the snapshot");
         assert!(!s.saw(110, Lsn::new(500)), "at xmax");
         assert!(!s.saw(200, Lsn::new(500)), "after xmax");
-        assert!(!s.saw(99, Lsn::new(1001)), "committed after the position read");
+        assert!(
+            !s.saw(99, Lsn::new(1001)),
+            "committed after the position read"
+        );
     }
 
     #[test]
