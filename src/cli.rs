@@ -180,12 +180,11 @@ async fn run(config: Option<&std::path::Path>) -> i32 {
     }
     health::set_phase(Phase::Snapshotting);
     let started = std::time::Instant::now();
-    match crate::snapshot::run(
-        &settings,
-        &crate::snapshot::SnapshotOptions::from_settings(&settings),
-    )
-    .await
-    {
+    let opts = match crate::snapshot::SnapshotOptions::for_destination(&settings).await {
+        Ok(opts) => opts,
+        Err(e) => return fatal(&format!("asking ClickHouse what it can hold: {e}")),
+    };
+    match crate::snapshot::run(&settings, &opts).await {
         Ok(report) => {
             let load =
                 |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);

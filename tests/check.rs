@@ -70,6 +70,7 @@ fn assert_passes(report: &Report) {
         "clickhouse_connection",
         "clickhouse_version",
         "clickhouse_database",
+        "clickhouse_types",
     ] {
         outcome_of(report, name);
     }
@@ -90,6 +91,11 @@ async fn guide_user_with_for_table_publication_passes_every_check() {
     assert!(
         role.contains("has REPLICATION"),
         "connected as a non-superuser: {role}"
+    );
+    let types = &outcome_of(&report, "clickhouse_types")[0].observed;
+    assert!(
+        types.contains("0001-01-01..9999-12-31") && types.contains("Time64(6)"),
+        "{types}"
     );
 }
 

@@ -67,26 +67,25 @@ async fn a_row_read_by_copy_and_by_pgoutput_encodes_to_the_same_bytes() {
     let columns = published_columns(&client, table, pg.version_num)
         .await
         .unwrap();
-    let plan = plan_table(
-        table,
-        "public_parity".into(),
-        columns,
-        &MappingOptions::default(),
-    )
-    .unwrap();
+    // Under the conservative map and under the one a 26.8+ server allows (wide dates,
+    // `Time64`): the two paths agree in both.
+    let wide = MappingOptions {
+        server_has_time64: true,
+        date_range: pgch::sink::rowbinary::DateRange::YEARS_1_TO_9999,
+        ..MappingOptions::default()
+    };
+    let plans: Vec<_> = [MappingOptions::default(), wide]
+        .iter()
+        .map(|opts| plan_table(table, "public_parity".into(), columns.clone(), opts).unwrap())
+        .collect();
 
-    // Snapshot side: COPY text, un-escaped, encoded.
+    // Snapshot side: COPY text, un-escaped.
     let copy = pg.sql(db, "COPY public.parity TO STDOUT").unwrap();
     let line = copy.trim_end_matches('\n').as_bytes();
     let mut fields: Vec<Option<Cow<'_, [u8]>>> = Vec::new();
-    decode_row(line, plan.columns.len(), &mut fields).unwrap();
-    let mut from_copy = BytesMut::new();
-    let mut clamps = ClampCounts::default();
-    for (f, m) in fields.iter().zip(&plan.mappings) {
-        encode_value(&m.codec, f.as_deref(), &mut from_copy, &mut clamps).unwrap();
-    }
+    decode_row(line, plans[0].columns.len(), &mut fields).unwrap();
 
-    // Stream side: the Insert's text values, encoded.
+    // Stream side: the Insert's text values.
     let w = Walsender::connect(&settings.source.endpoint).await.unwrap();
     let mut stream = w
         .start(
@@ -97,36 +96,62 @@ async fn a_row_read_by_copy_and_by_pgoutput_encodes_to_the_same_bytes() {
         )
         .await
         .unwrap();
-    let mut from_stream = None;
-    while from_stream.is_none() {
+    let mut streamed: Option<Vec<Option<Vec<u8>>>> = None;
+    while streamed.is_none() {
         let event = stream.next().await.unwrap().unwrap();
         let StreamEvent::XLogData { payload, start, .. } = event else {
             continue;
         };
-        assert!(start <= endpos || from_stream.is_some());
+        assert!(start <= endpos || streamed.is_some());
         if let Message::Insert(insert) =
             pgoutput::decode(&payload, DecodeContext::OUTSIDE_STREAM).unwrap()
         {
-            let mut out = BytesMut::new();
-            for (value, m) in insert.new.columns.iter().zip(&plan.mappings) {
-                let text = match value {
+            let values = insert
+                .new
+                .columns
+                .iter()
+                .map(|value| match value {
                     ColumnValue::Null => None,
-                    ColumnValue::Text(b) => Some(b.as_ref()),
+                    ColumnValue::Text(b) => Some(b.to_vec()),
                     other => panic!("unexpected {other:?}"),
-                };
-                encode_value(&m.codec, text, &mut out, &mut clamps).unwrap();
-            }
-            from_stream = Some(out);
+                })
+                .collect();
+            streamed = Some(values);
         }
     }
     stream.shutdown().await;
-    assert_eq!(
-        from_stream.unwrap(),
-        from_copy,
-        "snapshot and stream must encode identically"
-    );
-    assert!(
-        clamps.total() >= 2,
-        "the BC date was clamped on both paths: {clamps:?}"
-    );
+    let streamed = streamed.unwrap();
+
+    for plan in &plans {
+        let mut clamps = ClampCounts::default();
+        let mut from_copy = BytesMut::new();
+        for (f, m) in fields.iter().zip(&plan.mappings) {
+            encode_value(&m.codec, f.as_deref(), &mut from_copy, &mut clamps).unwrap();
+        }
+        let mut from_stream = BytesMut::new();
+        for (v, m) in streamed.iter().zip(&plan.mappings) {
+            encode_value(&m.codec, v.as_deref(), &mut from_stream, &mut clamps).unwrap();
+        }
+        let types: Vec<String> = plan
+            .spec
+            .columns
+            .iter()
+            .map(|c| c.ch_type.clone())
+            .collect();
+        assert_eq!(
+            from_stream,
+            from_copy,
+            "snapshot and stream must encode identically ({})",
+            types.join(", ")
+        );
+        assert!(
+            clamps.total() >= 2,
+            "the BC date was clamped on both paths: {clamps:?}"
+        );
+    }
+    assert!(plans[1]
+        .spec
+        .columns
+        .iter()
+        .any(|c| c.ch_type == "Nullable(Time64(6))"));
 }

@@ -5,6 +5,7 @@
 //! then goes to the slot (DESIGN.md rule 5). A failed insert is retried with the same
 //! rows (they are versioned: a repeat converges), so nothing is lost or reordered.
 
+use crate::sink::types::MappingOptions;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,6 +103,9 @@ pub struct Applier {
     lanes: Vec<Lane>,
     /// `server_version_num` of the source, for catalog reads.
     server_version: u32,
+    /// The type map the tables were planned with: a shape change re-plans with it, so
+    /// the stream keeps encoding as the snapshot does.
+    mapping: MappingOptions,
     /// Source tables (oids) a streamed TRUNCATE emptied since the membership poll.
     truncated: Vec<u32>,
     control: Arc<CopyControl>,
@@ -154,6 +158,7 @@ impl Applier {
             .collect();
         Applier {
             server_version: 0,
+            mapping: MappingOptions::default(),
             truncated: Vec::new(),
             lanes,
             control,
@@ -179,6 +184,11 @@ impl Applier {
         let before = self.truncated.len();
         self.truncated.retain(|o| *o != oid);
         self.truncated.len() != before
+    }
+
+    /// Sets the type map the tables were planned with (the destination's capabilities).
+    pub fn set_mapping(&mut self, mapping: MappingOptions) {
+        self.mapping = mapping;
     }
 
     /// Sets the source's `server_version_num` (catalog queries depend on it).
@@ -233,7 +243,7 @@ impl Applier {
             }
             self.by_name.insert(plan.source.display(), self.lanes.len());
             self.lanes.push(Lane {
-                batch: TableBatch::for_plan(&plan),
+                batch: TableBatch::for_plan(plan),
                 live: plan.columns.iter().map(|c| c.name.clone()).collect(),
                 plan: plan.clone(),
                 last_relation: None,
@@ -321,7 +331,10 @@ impl Applier {
             &self.lanes[lane].plan,
             &self.lanes[lane].live,
             r,
-            self.server_version,
+            schema::Planning {
+                server_version: self.server_version,
+                mapping: &self.mapping,
+            },
         )
         .await?;
         for sql in &change.statements {
@@ -600,9 +613,8 @@ impl Applier {
                     metrics.rows(&e.plan.dest, op, *n);
                 }
             }
-            let clamped = e.clamps.total();
-            if clamped > 0 {
-                metrics.clamped(&e.plan.dest, clamped);
+            if e.clamps.total() > 0 {
+                metrics.clamped(&e.plan.dest, &e.clamps);
             }
             self.clamps.merge(&e.clamps);
         }

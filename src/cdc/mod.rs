@@ -143,7 +143,7 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
     let state = StateStore::open(dest, &settings.source.slot).await?;
     let identity = slot::ensure_slot(settings, &state).await?;
 
-    let mut opts = SnapshotOptions::from_settings(settings);
+    let mut opts = SnapshotOptions::for_destination(settings).await?;
     // Copies see every transaction the stream will not carry: those before the slot
     // (rule 3), and those that wrote to a table before it joined the publication while
     // pgch was away — so the xmax of now, which is never below the recorded one.
@@ -246,6 +246,7 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
         control,
     );
     applier.set_server_version(prepared.server_version);
+    applier.set_mapping(opts.mapping.clone());
     for (oid, lsn) in copied_through {
         applier.set_copied_through(oid, lsn);
     }

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use crate::config::DestinationSettings;
 use crate::sink::client as ch_client;
 use crate::sink::preflight::{escape_string, quote_ident as ch_quote};
+use crate::sink::types::MappingOptions;
 use crate::snapshot::plan::{plan_table, TablePlan};
 use crate::source::columns::{published_columns, CatalogColumn};
 use crate::source::pgoutput::Relation;
@@ -40,6 +41,14 @@ pub struct Reshape {
     pub replayed: bool,
 }
 
+/// How tables are planned: the source's catalog version and the destination's type map
+/// (the same the snapshot used, so a shape change keeps both paths encoding alike).
+#[derive(Clone, Copy, Debug)]
+pub struct Planning<'a> {
+    pub server_version: u32,
+    pub mapping: &'a MappingOptions,
+}
+
 /// Plans the ClickHouse changes for `relation`, which differs from `old`; `live` are the
 /// table's columns as the catalog last showed them (a ClickHouse column of the same
 /// name that is not live is a dropped one).
@@ -50,8 +59,9 @@ pub async fn reshape(
     old: &TablePlan,
     live: &std::collections::BTreeSet<String>,
     relation: &Relation,
-    server_version: u32,
+    planning: Planning<'_>,
 ) -> Result<Reshape, ApplyError> {
+    let (server_version, mapping) = (planning.server_version, planning.mapping);
     let table = old.source.display();
     let resync = |detail: String| ApplyError::SchemaChanged {
         table: table.clone(),
@@ -63,7 +73,7 @@ pub async fn reshape(
     let names: Vec<&str> = relation.columns.iter().map(|c| c.name.as_str()).collect();
     let current: Vec<&str> = catalog.iter().map(|c| c.name.as_str()).collect();
     if names != current {
-        return replayed_shape(ch, dest, old, &catalog, relation)
+        return replayed_shape(ch, dest, old, &catalog, relation, mapping)
             .await?
             .ok_or_else(|| {
                 resync(format!(
@@ -73,13 +83,8 @@ pub async fn reshape(
                 ))
             });
     }
-    let plan = plan_table(
-        &old.source,
-        old.dest.clone(),
-        catalog.clone(),
-        &Default::default(),
-    )
-    .map_err(|e| resync(e.to_string()))?;
+    let mut plan = plan_table(&old.source, old.dest.clone(), catalog.clone(), mapping)
+        .map_err(|e| resync(e.to_string()))?;
     let key = |cols: &[CatalogColumn]| -> Vec<i16> {
         let mut k: Vec<(usize, i16)> = cols
             .iter()
@@ -96,7 +101,7 @@ pub async fn reshape(
         old.columns.iter().map(|c| (c.attnum, c)).collect();
     let table_sql = format!("{}.{}", ch_quote(&dest.database), ch_quote(&old.dest));
     let mut statements = Vec::new();
-    for (col, spec) in catalog.iter().zip(&plan.spec.columns) {
+    for (index, col) in catalog.iter().enumerate() {
         let mut name_in_ch = col.name.clone();
         if let Some(before) = by_attnum.get(&col.attnum) {
             if before.name != col.name && existing.contains_key(&before.name) {
@@ -107,7 +112,8 @@ pub async fn reshape(
                 ));
             }
         } else if !existing.contains_key(&col.name) {
-            statements.push(add_column_sql(pg, &old.source, col, &spec.ch_type, &table_sql).await?);
+            let ch_type = &plan.spec.columns[index].ch_type;
+            statements.push(add_column_sql(pg, &old.source, col, ch_type, &table_sql).await?);
             continue;
         } else if !live.contains(&col.name) {
             // A new column named like one dropped earlier (kept in ClickHouse): its old
@@ -128,6 +134,12 @@ pub async fn reshape(
             .or_else(|| existing.get(&renamed_from))
             .cloned()
             .unwrap_or_default();
+        if ch_type != plan.spec.columns[index].ch_type {
+            // A column kept in an earlier lossless form (`time` as `String`) stays so.
+            plan.keep_existing_form(index, &ch_type)
+                .map_err(|e| resync(e.to_string()))?;
+        }
+        let spec = &plan.spec.columns[index];
         if ch_type == spec.ch_type {
             continue;
         }
@@ -161,6 +173,7 @@ async fn replayed_shape(
     old: &TablePlan,
     catalog: &[CatalogColumn],
     relation: &Relation,
+    mapping: &MappingOptions,
 ) -> Result<Option<Reshape>, ApplyError> {
     let existing = ch_columns(ch, dest, &old.dest).await?;
     let mut columns = Vec::with_capacity(relation.columns.len());
@@ -174,15 +187,30 @@ async fn replayed_shape(
             None => return Ok(None),
         }
     }
-    Ok(
-        plan_table(&old.source, old.dest.clone(), columns, &Default::default())
-            .ok()
-            .map(|plan| Reshape {
+    Ok(plan_table(&old.source, old.dest.clone(), columns, mapping)
+        .ok()
+        .map(|mut plan| {
+            keep_existing_forms(&mut plan, &existing);
+            Reshape {
                 plan,
                 statements: Vec::new(),
                 replayed: true,
-            }),
-    )
+            }
+        }))
+}
+
+/// Keeps every column ClickHouse holds in an earlier lossless form in that form.
+fn keep_existing_forms(plan: &mut TablePlan, existing: &BTreeMap<String, String>) {
+    for index in 0..plan.columns.len() {
+        let Some(found) = existing.get(&plan.spec.columns[index].name) else {
+            continue;
+        };
+        if *found != plan.spec.columns[index].ch_type {
+            // Other differences are left as the catalog plans them: the replayed
+            // changes predate a change pgch already followed.
+            let _ = plan.keep_existing_form(index, found);
+        }
+    }
 }
 
 /// `ALTER TABLE … ADD COLUMN` for a column Postgres added, with the value the rows that

@@ -22,6 +22,7 @@ pub mod health;
 pub mod http;
 pub mod slot;
 
+use crate::sink::rowbinary::ClampCounts;
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,7 +56,8 @@ pub const LAST_APPLIED_COMMIT_TIMESTAMP_SECONDS: &str =
 pub const ACKNOWLEDGED_LSN_BYTES: &str = "pgch_acknowledged_lsn_bytes";
 /// Bytes of pending row images held by the pipeline.
 pub const PIPELINE_MEMORY_BYTES: &str = "pgch_pipeline_memory_bytes";
-/// Values clamped to ClickHouse's range (dates outside 1900..2299, NULL arrays), by table.
+/// Values not stored exactly (dates the server cannot hold, NULL arrays stored empty), by
+/// table and kind: the only values pgch changes on purpose (README, "What is not exact").
 pub const CLAMPED_VALUES_TOTAL: &str = "pgch_clamped_values_total";
 /// Rows copied so far by the snapshot, by table.
 pub const SNAPSHOT_COPIED_ROWS: &str = "pgch_snapshot_copied_rows";
@@ -391,9 +393,16 @@ impl Metrics {
         self.with(|f| f.memory.set(clamp_i64(bytes)));
     }
 
-    /// Counts `n` values of `table` clamped to ClickHouse's range (not stored exactly).
-    pub fn clamped(&self, table: &str, n: u64) {
-        self.with(|f| f.clamped.with_label_values(&[table]).inc_by(n));
+    /// Counts the values of `table` not stored exactly, by kind, from the copy or the
+    /// stream.
+    pub fn clamped(&self, table: &str, counts: &ClampCounts) {
+        self.with(|f| {
+            for (kind, n) in counts.iter().filter(|(_, n)| *n > 0) {
+                f.clamped
+                    .with_label_values(&[table, kind.as_str()])
+                    .inc_by(n);
+            }
+        });
     }
 
     /// Snapshot progress of `table`: rows copied so far and Postgres' estimate of the total.
@@ -556,8 +565,8 @@ impl Families {
             )?,
             clamped: counter(
                 CLAMPED_VALUES_TOTAL,
-                "Values clamped to ClickHouse's range (not stored exactly)",
-                &[TABLE],
+                "Values not stored exactly: dates ClickHouse cannot hold (bc, infinity, minus_infinity, before_range, after_range), NULL arrays and hstores stored empty (null_as_empty), array lower bounds dropped",
+                &[TABLE, "kind"],
             )?,
             snapshot_copied: gauge_vec(
                 SNAPSHOT_COPIED_ROWS,

@@ -13,7 +13,8 @@ fn every_family_registers_and_renders() {
     m.error("slot_poll");
     m.acknowledged(Lsn::new(0x16_B374_D848));
     m.memory_in_use(4096);
-    m.clamped("public_orders", 2);
+    use crate::sink::rowbinary::{ClampCounts, ClampKind};
+    m.clamped("public_orders", &ClampCounts::of(ClampKind::Bc, 2));
     m.snapshot_progress("public_orders", 10, 100);
     m.slot(
         "pgch",

@@ -115,7 +115,7 @@ pub async fn run(settings: &Settings, tables: &[String]) -> Result<ResyncReport,
     let scope = Scope::merge(previous.clone(), Scope::requested(tables));
 
     // Everything that can refuse is checked before anything is changed.
-    let mut opts = SnapshotOptions::from_settings(settings);
+    let mut opts = SnapshotOptions::for_destination(settings).await?;
     let pg = connect::connect(&settings.source.endpoint).await?;
     let (plans, server_version) = snapshot::plan_all(&pg, settings, &opts).await?;
     drop(pg);

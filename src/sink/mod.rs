@@ -1,5 +1,6 @@
 //! Everything that talks to ClickHouse, and the pure encoders that feed it.
 
+pub mod capabilities;
 pub mod client;
 pub mod ddl;
 pub mod pgtext;

@@ -32,7 +32,33 @@ pub async fn run(settings: &DestinationSettings) -> Vec<CheckResult> {
         return out;
     }
     out.push(database_check(&ch, settings).await);
+    out.push(types_check(settings).await);
     out
+}
+
+/// What the server holds, as the type map will use it: not a pass/fail check, but the
+/// answer to "will my dates and times arrive as they are?" before the first copy.
+async fn types_check(settings: &DestinationSettings) -> CheckResult {
+    match super::capabilities::detect(settings).await {
+        Ok(caps) => CheckResult::ok(
+            "clickhouse_types",
+            format!(
+                "dates and timestamps hold {}{}; time as {}",
+                caps.date_range(),
+                if caps.wide_dates {
+                    " (BC and ±infinity are clamped, and counted)"
+                } else {
+                    " (ClickHouse 26.8+ holds 0001..9999; outside values are clamped, and counted)"
+                },
+                if caps.time64 { "Time64(6)" } else { "String" }
+            ),
+        ),
+        Err(e) => CheckResult::failed(
+            "clickhouse_types",
+            format!("cannot read what the server holds: {e}"),
+            "grant the pgch user SELECT on system.settings (every user has it by default)",
+        ),
+    }
 }
 
 fn connection_failure(settings: &DestinationSettings, e: &SinkError) -> CheckResult {
@@ -51,12 +77,7 @@ fn connection_failure(settings: &DestinationSettings, e: &SinkError) -> CheckRes
 
 /// Judges a `version()` string against [`MIN_CLICKHOUSE`].
 pub fn judge_version(version: &str) -> CheckResult {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
-    let parsed = match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(major), Some(minor)) => Some((major, minor)),
-        _ => None,
-    };
-    match parsed {
+    match super::capabilities::parse_version(version) {
         Some(v) if v >= MIN_CLICKHOUSE => {
             CheckResult::ok("clickhouse_version", format!("ClickHouse {version}"))
         }

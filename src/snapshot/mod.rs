@@ -42,8 +42,8 @@ use crate::source::columns::published_columns;
 use crate::source::connect::{self, ConnectError};
 use crate::source::row::{column, ColumnError, ReadError};
 use control::{CopyControl, TableGate};
-use held::HeldSnapshot;
 use copy::{BlockRange, CopyError};
+use held::HeldSnapshot;
 use plan::{plan_table, PlanError, TablePlan};
 
 /// How the copy runs.
@@ -62,7 +62,8 @@ pub struct SnapshotOptions {
 }
 
 impl SnapshotOptions {
-    /// The options the configuration asks for.
+    /// The options the configuration asks for, with the conservative type map (the
+    /// 1900..2299 date range, `time` as text): for callers that have not asked the server.
     pub fn from_settings(settings: &Settings) -> Self {
         SnapshotOptions {
             workers: settings.snapshot.workers,
@@ -71,6 +72,16 @@ impl SnapshotOptions {
             mapping: MappingOptions::default(),
             held: BTreeMap::new(),
         }
+    }
+
+    /// The options the configuration asks for, with the type map the destination
+    /// server allows (its date range, `Time64`): what `run`, `snapshot` and `resync`
+    /// use, so every path encodes the same way.
+    pub async fn for_destination(settings: &Settings) -> Result<Self, SinkError> {
+        let caps = crate::sink::capabilities::detect(&settings.destination).await?;
+        let mut opts = SnapshotOptions::from_settings(settings);
+        opts.mapping = caps.mapping();
+        Ok(opts)
     }
 }
 
@@ -231,7 +242,8 @@ pub async fn prepare_plans(
     .await?;
     let state = StateStore::open(dest, &settings.source.slot).await?;
     let done = state.load().await?;
-    for plan in &plans {
+    let mut plans = plans;
+    for plan in &mut plans {
         ensure_table(&ch, settings, &state, &done, plan).await?;
     }
     Ok(Prepared {
@@ -447,7 +459,8 @@ pub async fn prepare_joined(
     let ch = ch_client::client(dest, false);
     let state = StateStore::open(dest, &settings.source.slot).await?;
     let done = state.load().await?;
-    for plan in &plans {
+    let mut plans = plans;
+    for plan in &mut plans {
         ensure_table(&ch, settings, &state, &done, plan).await?;
     }
     Ok(Prepared {
@@ -477,7 +490,7 @@ async fn ensure_table(
     settings: &Settings,
     state: &StateStore<'_>,
     done: &BTreeMap<String, String>,
-    plan: &TablePlan,
+    plan: &mut TablePlan,
 ) -> Result<(), SnapshotError> {
     let dest = &settings.destination;
     let exists = ch_client::query_text(
@@ -525,11 +538,14 @@ async fn ensure_table(
 /// followed where that is unambiguous: a wider type is applied, and columns Postgres
 /// added are added (with the value existing rows hold) when ClickHouse has no column
 /// the plan lacks — otherwise a missing column might be a renamed one, whose values a
-/// new empty column would hide.
+/// new empty column would hide. A column made in a form pgch still writes losslessly (a
+/// `time` stored as `String` before pgch asked the server for `Time64`) keeps it: the
+/// plan maps it that way again, and `pgch resync` of the table moves it to the richer
+/// type ([`TablePlan::keep_existing_form`]).
 async fn check_compatible(
     ch: &clickhouse::Client,
     settings: &Settings,
-    plan: &TablePlan,
+    plan: &mut TablePlan,
 ) -> Result<(), SnapshotError> {
     use crate::cdc::schema::{add_column_sql, is_safe_widening};
     let dest = &settings.destination;
@@ -549,10 +565,11 @@ async fn check_compatible(
         .map(|(n, t)| (unescape_tsv(n), unescape_tsv(t)))
         .collect();
     let table = format!("{}.{}", dest.database, plan.dest);
+    let source_table = plan.source.display();
     let incompatible = |problem: String| SnapshotError::IncompatibleTable {
         table: table.clone(),
         problem,
-        source_table: plan.source.display(),
+        source_table: source_table.clone(),
     };
     let unexplained: Vec<&String> = existing
         .keys()
@@ -569,7 +586,14 @@ async fn check_compatible(
         crate::sink::preflight::quote_ident(&plan.dest)
     );
     let mut statements = Vec::new();
-    for (col, spec) in plan.columns.iter().zip(&plan.spec.columns) {
+    for index in 0..plan.columns.len() {
+        if let Some(found) = existing.get(&plan.spec.columns[index].name) {
+            let planned = plan.spec.columns[index].ch_type.clone();
+            if *found != planned && plan.keep_existing_form(index, found)? {
+                tracing::info!(table = %table, column = %plan.spec.columns[index].name, kept = %found, instead_of = %planned, "keeping the column's existing form; `pgch resync` the table for the richer type");
+            }
+        }
+        let (col, spec) = (&plan.columns[index], &plan.spec.columns[index]);
         match existing.get(&spec.name) {
             None if unexplained.is_empty() => {
                 let pg = connect::connect(&settings.source.endpoint).await?;
@@ -710,6 +734,10 @@ async fn run_jobs(
         };
         match result {
             Ok(false) => {
+                // Cancelled by a TRUNCATE: the stream carries the table from here.
+                if let Some(held) = opts.held.get(&job.plan.dest) {
+                    held.release();
+                }
                 tracing::info!(table = %job.plan.source.display(), partition = %job.label, "copy cancelled by a TRUNCATE; the stream carries the table from here");
             }
             Ok(true) => {
@@ -851,6 +879,9 @@ async fn copy_job(
     tx.commit().await.map_err(SnapshotError::Catalog)?;
     if let Ok(mut c) = clamps.lock() {
         c.merge(&local);
+    }
+    if local.total() > 0 {
+        crate::metrics::global().clamped(&job.plan.dest, &local);
     }
     let copied = job
         .progress

@@ -48,6 +48,38 @@ impl TablePlan {
         columns
     }
 
+    /// Maps column `index` the way an existing ClickHouse column of type `found` was
+    /// made, when that is a form pgch writes losslessly: the conservative map (before
+    /// the server was asked: `time` as `String`, `time[]` as `Array(Nullable(String))`)
+    /// or the column's text. Returns whether it did; the plan is unchanged otherwise.
+    pub fn keep_existing_form(&mut self, index: usize, found: &str) -> Result<bool, PlanError> {
+        let Some(column) = self.columns.get(index) else {
+            return Ok(false);
+        };
+        let is_key = column.is_key() && !self.spec.multiset;
+        let conservative = MappingOptions::default();
+        let text = MappingOptions {
+            force_string: true,
+            ..MappingOptions::default()
+        };
+        for opts in [&conservative, &text] {
+            let mapping =
+                map_column(&pg_type(column), column.not_null, is_key, opts).map_err(|source| {
+                    PlanError::Mapping {
+                        table: self.source.display(),
+                        column: column.name.clone(),
+                        source,
+                    }
+                })?;
+            if mapping.ch.ddl() == found {
+                self.spec.columns[index].ch_type = found.to_string();
+                self.mappings[index] = mapping;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The same plan writing to another ClickHouse table (a resync's shadow): same
     /// columns, types and key, so the two tables can be exchanged.
     pub fn with_dest(&self, dest: &str) -> TablePlan {
@@ -151,4 +183,85 @@ pub fn plan_table(
         columns,
         mappings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::types::oid;
+    use crate::source::catalog::ReplicaIdentity;
+    use crate::source::columns::ElementType;
+
+    fn table() -> PublishedTable {
+        PublishedTable {
+            oid: 1,
+            schema: "public".into(),
+            name: "t".into(),
+            relkind: "r".into(),
+            is_partition: false,
+            replica_identity: ReplicaIdentity::Default,
+            has_primary_key: true,
+            primary_key_deferrable: false,
+            has_identity_index: false,
+            can_select: true,
+            schema_usage: true,
+            row_filter: None,
+            column_list: None,
+        }
+    }
+
+    fn column(attnum: i16, name: &str, type_oid: u32, type_name: &str) -> CatalogColumn {
+        CatalogColumn {
+            attnum,
+            name: name.into(),
+            type_oid,
+            type_name: type_name.into(),
+            type_kind: "b".into(),
+            typmod: -1,
+            element: None,
+            dims: 0,
+            not_null: false,
+            key_position: (attnum == 1).then_some(0),
+            sent_type: (type_oid, -1),
+        }
+    }
+
+    fn time64() -> MappingOptions {
+        MappingOptions {
+            server_has_time64: true,
+            ..MappingOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_time_column_made_as_text_keeps_its_text_form() {
+        let mut times = column(3, "tms", 1183, "_time");
+        times.element = Some(ElementType {
+            oid: oid::TIME,
+            typmod: -1,
+            name: "time".into(),
+            kind: "b".into(),
+        });
+        times.dims = 1;
+        let columns = vec![
+            column(1, "id", oid::INT4, "int4"),
+            column(2, "tm", oid::TIME, "time"),
+            times,
+        ];
+        let mut plan = plan_table(&table(), "public_t".into(), columns, &time64()).unwrap();
+        assert_eq!(plan.spec.columns[1].ch_type, "Nullable(Time64(6))");
+        assert_eq!(plan.spec.columns[2].ch_type, "Array(Nullable(Time64(6)))");
+
+        assert!(plan.keep_existing_form(1, "Nullable(String)").unwrap());
+        assert_eq!(plan.spec.columns[1].ch_type, "Nullable(String)");
+        assert_eq!(plan.mappings[1].ch.ddl(), "Nullable(String)");
+        assert!(plan
+            .keep_existing_form(2, "Array(Nullable(String))")
+            .unwrap());
+        assert_eq!(plan.spec.columns[2].ch_type, "Array(Nullable(String))");
+        // A type pgch never wrote for the column is not taken.
+        assert!(!plan.keep_existing_form(0, "Nullable(String)").unwrap());
+        assert!(!plan.keep_existing_form(1, "Int64").unwrap());
+        assert_eq!(plan.spec.columns[1].ch_type, "Nullable(String)");
+    }
 }

@@ -56,6 +56,15 @@ impl ClickHouse {
 
     /// Starts a private front, optionally requiring a user and password.
     pub fn start_front(credentials: Option<(&str, &str)>) -> KitResult<ClickHouse> {
+        ClickHouse::start_front_reporting(credentials, None)
+    }
+
+    /// Starts a private front that answers `SELECT version()` with `version`: how tests
+    /// see what pgch does against an older server.
+    pub fn start_front_reporting(
+        credentials: Option<(&str, &str)>,
+        version: Option<&str>,
+    ) -> KitResult<ClickHouse> {
         let root = super::postgres::make_root_dir("pgch-ch")?;
         let reaper = Reaper::watch(&format!(
             "sleep 2; rm -rf {}",
@@ -80,6 +89,9 @@ impl ClickHouse {
             .arg(std::process::id().to_string());
         if let Some((user, password)) = credentials {
             cmd.args(["--user", user, "--password", password]);
+        }
+        if let Some(version) = version {
+            cmd.args(["--report-version", version]);
         }
         let child = cmd
             .stdin(Stdio::null())

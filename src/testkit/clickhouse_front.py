@@ -126,6 +126,7 @@ SETTING_NAME = re.compile(r"^[A-Za-z_]\w*$")
 EXCEPTION_START = re.compile(r"Code: (\d+)\. DB::Exception: ")
 NESTED_EXCEPTION_END = re.compile(r"\. \([A-Z0-9_]+\)( \(version [^)]*\))?$")
 VERSION_END = re.compile(r"\(version [^)]*\)$")
+VERSION_QUERY = re.compile(r"\s*SELECT\s+version\(\)\s*;?\s*", re.IGNORECASE)
 
 engine_version = "26.9"  # replaced by the engine's own at startup
 
@@ -512,6 +513,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "ClickHouse-front"
     engine: Engine
     credentials: Credentials
+    reported_version = None
 
     def setup(self):
         super().setup()
@@ -569,6 +571,9 @@ class Handler(BaseHTTPRequestHandler):
                 result = stream_insert(conn, *insert, request.data_chunks())
             return request.default_format, b"", summary_header(result, time.monotonic() - started)
         sql = self._sql_of(request)
+        if self.reported_version and VERSION_QUERY.fullmatch(sql):
+            # Tests of older servers: the answer a server of that version gives.
+            sql = f"SELECT {quote_string(self.reported_version)} AS `version()`"
         fmt = output_format(sql, request.default_format)
         with self.engine.connection(request.database, request.settings) as conn:
             result = run(conn, sql, request.default_format, request.query_params)
@@ -667,6 +672,8 @@ def parse_args(argv):
     parser.add_argument("--password", help="the password it must bring")
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     parser.add_argument("--ready-file", help="where to write the port once listening")
+    parser.add_argument("--report-version",
+                        help="answer `SELECT version()` with this version (tests of older servers)")
     return parser.parse_args(argv)
 
 
@@ -681,6 +688,7 @@ def main(argv=None):
     engine = Engine(args.data)
     Handler.engine = engine
     Handler.credentials = Credentials(args.user, args.password)
+    Handler.reported_version = args.report_version
     server = Server((args.host, args.port), Handler)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

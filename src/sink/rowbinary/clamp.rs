@@ -76,6 +76,15 @@ impl ClampCounts {
         }
     }
 
+    /// `n` values of one kind: a count built elsewhere than in the encoder.
+    pub fn of(kind: ClampKind, n: u64) -> ClampCounts {
+        let mut counts = ClampCounts::default();
+        if let Some(c) = counts.counts.get_mut(kind.index()) {
+            *c = n;
+        }
+        counts
+    }
+
     pub(super) fn add(&mut self, kind: ClampKind) {
         if let Some(c) = self.counts.get_mut(kind.index()) {
             *c = c.saturating_add(1);
