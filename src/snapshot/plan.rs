@@ -57,27 +57,22 @@ impl TablePlan {
             return Ok(false);
         };
         let is_key = column.is_key() && !self.spec.multiset;
+        // Only the form the type map gives without the server's capabilities: a text
+        // form of any type would also match a column whose Postgres type changed
+        // (text -> int), hiding a change that needs a resync.
         let conservative = MappingOptions::default();
-        let text = MappingOptions {
-            force_string: true,
-            ..MappingOptions::default()
-        };
-        for opts in [&conservative, &text] {
-            let mapping =
-                map_column(&pg_type(column), column.not_null, is_key, opts).map_err(|source| {
-                    PlanError::Mapping {
-                        table: self.source.display(),
-                        column: column.name.clone(),
-                        source,
-                    }
-                })?;
-            if mapping.ch.ddl() == found {
-                self.spec.columns[index].ch_type = found.to_string();
-                self.mappings[index] = mapping;
-                return Ok(true);
-            }
+        let mapping = map_column(&pg_type(column), column.not_null, is_key, &conservative)
+            .map_err(|source| PlanError::Mapping {
+                table: self.source.display(),
+                column: column.name.clone(),
+                source,
+            })?;
+        if mapping.ch.ddl() != found {
+            return Ok(false);
         }
-        Ok(false)
+        self.spec.columns[index].ch_type = found.to_string();
+        self.mappings[index] = mapping;
+        Ok(true)
     }
 
     /// The same plan writing to another ClickHouse table (a resync's shadow): same
@@ -259,8 +254,9 @@ mod tests {
             .keep_existing_form(2, "Array(Nullable(String))")
             .unwrap());
         assert_eq!(plan.spec.columns[2].ch_type, "Array(Nullable(String))");
-        // A type pgch never wrote for the column is not taken.
+        // A type pgch never wrote for the column is not taken: not an int as text.
         assert!(!plan.keep_existing_form(0, "Nullable(String)").unwrap());
+        assert!(!plan.keep_existing_form(0, "String").unwrap());
         assert!(!plan.keep_existing_form(1, "Int64").unwrap());
         assert_eq!(plan.spec.columns[1].ch_type, "Nullable(String)");
     }
