@@ -147,6 +147,67 @@ impl Report {
     }
 }
 
+/// The checks whose failure `pgch run` and `pgch resync` refuse to start with: setup
+/// mistakes no retry fixes (a typo'd publication, a missing grant, `wal_level`), found
+/// before a slot, a database or a table is created — so a wrong start leaves nothing
+/// behind. Reachability (`source_connection`, `clickhouse_connection`, …) is not among
+/// them: a server still starting is a wait, not a refusal.
+pub const FATAL_AT_START: &[&str] = &[
+    "server_version",
+    "wal_level",
+    "primary",
+    "role_replication",
+    "publication",
+    "select_privilege",
+    "replica_identity",
+    "partitioned_tables",
+    "destination_names",
+    "clickhouse_version",
+    "clickhouse_database",
+];
+
+impl Report {
+    /// The failed checks that stop `pgch run` and `pgch resync` before they change
+    /// anything ([`FATAL_AT_START`]).
+    pub fn start_blockers(&self) -> Vec<&CheckResult> {
+        self.checks
+            .iter()
+            .filter(|c| c.outcome == Outcome::Failed && FATAL_AT_START.contains(&c.name))
+            .chain(self.replication_refused())
+            .collect()
+    }
+
+    /// A walsender that refuses a reachable server's user (a pooler port, a missing
+    /// `pg_hba` line): no retry helps. When the server itself is unreachable the
+    /// replication check fails too, but that is a wait.
+    fn replication_refused(&self) -> Option<&CheckResult> {
+        let reachable = self
+            .checks
+            .iter()
+            .any(|c| c.name == "source_connection" && c.outcome != Outcome::Failed);
+        self.checks
+            .iter()
+            .find(|c| c.name == "replication_connection" && c.outcome == Outcome::Failed)
+            .filter(|_| reachable)
+    }
+}
+
+/// What `pgch run` and `pgch resync` say when the setup is wrong: each failed check
+/// with its fix.
+pub fn render_blockers(blockers: &[&CheckResult]) -> String {
+    let mut out = format!(
+        "the setup is not ready ({} problem(s)); nothing was created — fix and start again:\n",
+        blockers.len()
+    );
+    for c in blockers {
+        out.push_str(&format!("  {}: {}\n", c.name, c.observed));
+        if let Some(fix) = c.fix.as_deref().filter(|f| !f.is_empty()) {
+            out.push_str(&format!("    fix: {fix}\n"));
+        }
+    }
+    out
+}
+
 /// Runs every check of the source and the destination, concurrently.
 pub async fn run(settings: &Settings) -> Report {
     let (mut source, destination) = tokio::join!(

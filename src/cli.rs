@@ -141,6 +141,9 @@ async fn run(config: Option<&std::path::Path>) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    if let Some(code) = refuse_a_wrong_setup("pgch run", &settings).await {
+        return code;
+    }
     health::set_ready_phase(if settings.mode.streams() {
         Phase::Streaming
     } else {
@@ -208,6 +211,18 @@ async fn run(config: Option<&std::path::Path>) -> i32 {
     }
 }
 
+/// Runs the checks before anything is created, and refuses to start (an exit code) when
+/// one of [`crate::check::FATAL_AT_START`] failed: a typo must not leave a slot behind.
+async fn refuse_a_wrong_setup(command: &str, settings: &crate::config::Settings) -> Option<i32> {
+    let report = crate::check::run(settings).await;
+    let blockers = report.start_blockers();
+    if blockers.is_empty() {
+        return None;
+    }
+    eprint!("{command}: {}", crate::check::render_blockers(&blockers));
+    Some(EXIT_FAILURE)
+}
+
 /// Records a fatal error for `/readyz` and `/healthz`, prints it, and returns the exit code.
 fn fatal(e: &dyn std::fmt::Display) -> i32 {
     crate::metrics::health::set_fatal(e.to_string());
@@ -257,6 +272,9 @@ async fn resync(config: Option<&std::path::Path>, tables: &[String]) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    if let Some(code) = refuse_a_wrong_setup("pgch resync", &settings).await {
+        return code;
+    }
     let started = std::time::Instant::now();
     match crate::resync::run(&settings, tables).await {
         Ok(report) => {

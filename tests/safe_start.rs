@@ -1,0 +1,124 @@
+//! A wrong setup is refused before anything is created (issue #16): `pgch run` and
+//! `pgch resync` run the fatal checks first, so a typo'd publication, a missing grant or
+//! `wal_level = replica` exits non-zero with the fix — and leaves no replication slot
+//! (which would hold WAL until the disk fills) and no ClickHouse database behind.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::converge::{env_value, log_path};
+use common::process::PgchProcess;
+use common::{guide_env, guide_source, PublicationShape};
+use pgch::testkit::clickhouse::ClickHouse;
+use pgch::testkit::postgres::{PgCluster, PgOptions};
+
+/// Runs `pgch run` to its exit and returns what it printed; panics if it keeps running.
+fn refused_run(env: &[(String, String)], prefix: &str) -> String {
+    let log = log_path(prefix);
+    let pgch = PgchProcess::run(env, &[], log.clone());
+    let status = pgch
+        .wait(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("pgch run kept running on a wrong setup; log {log:?}"));
+    let printed = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "pgch run exited 0: {printed}");
+    assert!(
+        printed.contains("nothing was created"),
+        "says nothing was created: {printed}"
+    );
+    printed
+}
+
+/// Asserts that neither the slot nor the destination database exists.
+async fn nothing_created(pg: &PgCluster, database: &str, env: &[(String, String)]) {
+    let slot = env_value(env, "PGCH__SOURCE__SLOT");
+    let slots = pg
+        .sql(
+            database,
+            &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+        )
+        .unwrap();
+    assert_eq!(slots.trim(), "0", "no replication slot {slot} left behind");
+    let db = env_value(env, "PGCH__DESTINATION__DATABASE");
+    let databases = ClickHouse::shared()
+        .query(&format!(
+            "SELECT count() FROM system.databases WHERE name = '{db}'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(databases.trim(), "0", "no ClickHouse database {db} created");
+}
+
+#[tokio::test]
+async fn a_wrong_publication_name_is_refused_with_create_publication_and_no_slot() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    let env = guide_env(pg, &src, &[("PGCH__SOURCE__PUBLICATION", "nope")]);
+    let printed = refused_run(&env, "pgch-safe-start-publication");
+    assert!(
+        printed.contains("publication \"nope\" does not exist"),
+        "names the cause: {printed}"
+    );
+    assert!(
+        printed.contains("CREATE PUBLICATION \"nope\""),
+        "gives the fix: {printed}"
+    );
+    assert!(
+        !printed.contains("lists no tables"),
+        "not the wrong cause: {printed}"
+    );
+    nothing_created(pg, &src.database, &env).await;
+}
+
+#[tokio::test]
+async fn a_missing_select_grant_is_refused_with_the_grant_and_no_slot() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        &format!("REVOKE SELECT ON public.orders FROM \"{}\";", src.user),
+    )
+    .unwrap();
+    let env = guide_env(pg, &src, &[]);
+    let printed = refused_run(&env, "pgch-safe-start-grant");
+    assert!(
+        printed.contains("lacks SELECT on the table public.orders"),
+        "{printed}"
+    );
+    assert!(printed.contains("GRANT SELECT"), "{printed}");
+    nothing_created(pg, &src.database, &env).await;
+}
+
+#[tokio::test]
+async fn wal_level_replica_is_refused_with_the_setting_and_no_slot() {
+    let pg = PgCluster::start(PgOptions::default().setting("wal_level", "replica")).unwrap();
+    let src = guide_source(&pg, None, PublicationShape::ForTable);
+    let env = guide_env(&pg, &src, &[]);
+    let printed = refused_run(&env, "pgch-safe-start-wal-level");
+    assert!(printed.contains("wal_level is replica"), "{printed}");
+    assert!(printed.contains("wal_level = logical"), "{printed}");
+    nothing_created(&pg, &src.database, &env).await;
+}
+
+#[tokio::test]
+async fn pgch_resync_refuses_a_wrong_setup_before_changing_anything() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    let env = guide_env(pg, &src, &[("PGCH__SOURCE__PUBLICATION", "nope")]);
+    let out = Command::new(env!("CARGO_BIN_EXE_pgch"))
+        .args(["resync", "--table", "public.orders"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "pgch resync exited 0: {stderr}");
+    assert!(
+        stderr.contains("pgch resync: the setup is not ready"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("CREATE PUBLICATION \"nope\""), "{stderr}");
+    nothing_created(pg, &src.database, &env).await;
+}
