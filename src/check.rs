@@ -158,6 +158,7 @@ pub const FATAL_AT_START: &[&str] = &[
     "primary",
     "role_replication",
     "publication",
+    "publication_tables",
     "select_privilege",
     "replica_identity",
     "partitioned_tables",

@@ -655,3 +655,41 @@ async fn max_slot_wal_keep_size_is_not_applicable_on_postgres_12() {
         .observed
         .contains("Postgres 12."));
 }
+
+#[tokio::test]
+async fn an_empty_schema_publication_warns_and_an_empty_table_list_fails() {
+    let pg = PgCluster::shared();
+    if pg.version_num < 150000 {
+        return;
+    }
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        "CREATE SCHEMA later;
+         CREATE PUBLICATION waiting FOR TABLES IN SCHEMA later;
+         CREATE PUBLICATION listless FOR TABLE public.orders;
+         ALTER PUBLICATION listless DROP TABLE public.orders;",
+    )
+    .unwrap();
+    let waiting = guide_settings(pg, &src, &[("PGCH__SOURCE__PUBLICATION", "waiting")]);
+    let report = check::run(&waiting).await;
+    assert_warned_with(
+        &report,
+        "publication_tables",
+        "tables created in schema later",
+    );
+    assert!(
+        report.start_blockers().is_empty(),
+        "{}",
+        report.render_text()
+    );
+    let listless = guide_settings(pg, &src, &[("PGCH__SOURCE__PUBLICATION", "listless")]);
+    let report = check::run(&listless).await;
+    assert_failed_with(
+        &report,
+        "publication_tables",
+        "lists no tables",
+        "ALTER PUBLICATION",
+    );
+    assert_eq!(report.start_blockers().len(), 1, "{}", report.render_text());
+}

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::converge::{env_value, log_path};
+use common::converge::{env_value, log_path, wait_same, wait_until};
 use common::process::PgchProcess;
 use common::{guide_env, guide_source, PublicationShape};
 use pgch::testkit::clickhouse::ClickHouse;
@@ -121,4 +121,136 @@ async fn pgch_resync_refuses_a_wrong_setup_before_changing_anything() {
     );
     assert!(stderr.contains("CREATE PUBLICATION \"nope\""), "{stderr}");
     nothing_created(pg, &src.database, &env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_schema_publication_starts_and_copies_a_table_created_later() {
+    let pg = PgCluster::shared();
+    if pg.version_num < 150000 {
+        eprintln!("FOR TABLES IN SCHEMA needs Postgres 15+; skipped");
+        return;
+    }
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    // The docker-compose order: pgch starts before the migrations create the tables.
+    pg.sql(
+        &src.database,
+        &format!(
+            "CREATE SCHEMA later;
+             GRANT USAGE ON SCHEMA later TO \"{u}\";
+             ALTER DEFAULT PRIVILEGES IN SCHEMA later GRANT SELECT ON TABLES TO \"{u}\";
+             CREATE PUBLICATION waiting FOR TABLES IN SCHEMA later;",
+            u = src.user
+        ),
+    )
+    .unwrap();
+    let env = guide_env(pg, &src, &[("PGCH__SOURCE__PUBLICATION", "waiting")]);
+    let db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path("pgch-safe-start-empty-schema");
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    wait_until(Duration::from_secs(60), "pgch streams", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("streaming changes")
+    })
+    .await;
+    let printed = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        printed.contains("lists no tables yet") && printed.contains("schema later"),
+        "says it waits for tables: {printed}"
+    );
+
+    pg.sql(
+        &src.database,
+        "CREATE TABLE later.events (id int PRIMARY KEY, v text);
+         INSERT INTO later.events SELECT g, 'v' || g FROM generate_series(1, 200) g;",
+    )
+    .unwrap();
+    let pg_sql = "SELECT count(*), sum(length(v)) FROM later.events";
+    let ch_sql = format!(
+        "SELECT count(), sum(lengthUTF8(v)) FROM `{db}`.`later_events` FINAL WHERE _is_deleted = 0"
+    );
+    wait_same(
+        pg,
+        &src.database,
+        pg_sql,
+        &ch_sql,
+        Duration::from_secs(90),
+        &log,
+    )
+    .await;
+    // … and streamed from then on.
+    pg.sql(
+        &src.database,
+        "UPDATE later.events SET v = v || v WHERE id % 2 = 0;
+         DELETE FROM later.events WHERE id > 190;
+         INSERT INTO later.events VALUES (1000, 'new');",
+    )
+    .unwrap();
+    wait_same(
+        pg,
+        &src.database,
+        pg_sql,
+        &ch_sql,
+        Duration::from_secs(60),
+        &log,
+    )
+    .await;
+    assert!(pgch.terminate(Duration::from_secs(60)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_failing_after_creating_its_slot_drops_the_slot_again() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    let env = guide_env(pg, &src, &[]);
+    let db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    // Found only once the tables are planned: a ClickHouse table of another shape
+    // (a column pgch cannot explain where `total` should be).
+    let ch = ClickHouse::shared();
+    ch.query(&format!("CREATE DATABASE `{db}`")).await.unwrap();
+    ch.query(&format!(
+        "CREATE TABLE `{db}`.`public_orders` (id Int64, customer_id Nullable(Int64), amount Nullable(String)) ENGINE = MergeTree ORDER BY id"
+    ))
+    .await
+    .unwrap();
+    let log = log_path("pgch-safe-start-late-failure");
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    let status = pgch
+        .wait(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("pgch kept running; log {log:?}"));
+    let printed = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "exits non-zero: {printed}");
+    assert!(
+        printed.contains("dropped the replication slot this failed start created"),
+        "{printed}"
+    );
+    let slot = env_value(&env, "PGCH__SOURCE__SLOT");
+    let slots = pg
+        .sql(
+            &src.database,
+            &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+        )
+        .unwrap();
+    assert_eq!(slots.trim(), "0", "no slot {slot} left behind: {printed}");
+
+    // Fixed, the next start makes a slot of its own and copies.
+    ch.query(&format!("DROP TABLE `{db}`.`public_orders`"))
+        .await
+        .unwrap();
+    pg.sql(
+        &src.database,
+        "INSERT INTO public.orders SELECT g, g, g FROM generate_series(1, 50) g;",
+    )
+    .unwrap();
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    wait_same(
+        pg,
+        &src.database,
+        "SELECT count(*), sum(id) FROM public.orders",
+        &format!("SELECT count(), sum(id) FROM `{db}`.`public_orders` FINAL WHERE _is_deleted = 0"),
+        Duration::from_secs(60),
+        &log,
+    )
+    .await;
+    assert!(pgch.terminate(Duration::from_secs(60)).success());
 }

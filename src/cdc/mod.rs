@@ -143,69 +143,94 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
     let state = StateStore::open(dest, &settings.source.slot).await?;
     let identity = slot::ensure_slot(settings, &state).await?;
 
-    let mut opts = SnapshotOptions::for_destination(settings).await?;
-    // Copies see every transaction the stream will not carry: those before the slot
-    // (rule 3), and those that wrote to a table before it joined the publication while
-    // pgch was away — so the xmax of now, which is never below the recorded one.
-    let pg = connect::connect(&settings.source.endpoint).await?;
-    // Before the xmax: a copy waiting for that xmax sees everything committed up to here.
-    let wal_now = membership::current_wal_lsn(&pg).await?;
-    let xmax_now = membership::current_xmax(&pg).await?;
-    opts.min_xmin = Some(identity.snapshot_xmax.max(xmax_now));
-    // Every table exists before the stream writes to it; the copies then land alongside
-    // the stream (DESIGN.md rule 3), so WAL does not pile up during a long initial load.
-    let recorded = state.load().await?;
-    let (mut plans, server_version) = snapshot::plan_all(&pg, settings, &opts).await?;
-    // Tables being resynced live stream into, and are copied into, fresh shadows.
-    let live = resync::live::recorded(&recorded);
-    let published: BTreeSet<String> = plans.iter().map(|p| p.source.display()).collect();
-    resync::live::forget_unpublished(&state, &live, &published).await?;
-    let mut shadows = HashMap::new();
-    let mut copied_through: HashMap<u32, crate::lsn::Lsn> = HashMap::new();
-    for plan in plans.iter_mut() {
-        let source = plan.source.display();
-        if let Some(lsn) = recorded
-            .get(&keys::copied_through(&source))
-            .and_then(|t| t.parse().ok())
-        {
-            copied_through.insert(plan.source.oid, lsn);
+    // Until a copy starts, nothing depends on a slot this start created: a failure
+    // here drops it again, so a late-found setup error leaves no slot holding WAL.
+    let planned: Result<_, RunError> = async {
+        let mut opts = SnapshotOptions::for_destination(settings).await?;
+        // Copies see every transaction the stream will not carry: those before the slot
+        // (rule 3), and those that wrote to a table before it joined the publication while
+        // pgch was away — so the xmax of now, which is never below the recorded one.
+        let pg = connect::connect(&settings.source.endpoint).await?;
+        // Before the xmax: a copy waiting for that xmax sees everything committed up to here.
+        let wal_now = membership::current_wal_lsn(&pg).await?;
+        let xmax_now = membership::current_xmax(&pg).await?;
+        opts.min_xmin = Some(identity.snapshot_xmax.max(xmax_now));
+        // Every table exists before the stream writes to it; the copies then land alongside
+        // the stream (DESIGN.md rule 3), so WAL does not pile up during a long initial load.
+        let recorded = state.load().await?;
+        let (mut plans, server_version) = snapshot::plan_all(&pg, settings, &opts).await?;
+        // Tables being resynced live stream into, and are copied into, fresh shadows.
+        let live = resync::live::recorded(&recorded);
+        let published: BTreeSet<String> = plans.iter().map(|p| p.source.display()).collect();
+        resync::live::forget_unpublished(&state, &live, &published).await?;
+        let mut shadows = HashMap::new();
+        let mut copied_through: HashMap<u32, crate::lsn::Lsn> = HashMap::new();
+        for plan in plans.iter_mut() {
+            let source = plan.source.display();
+            if let Some(lsn) = recorded
+                .get(&keys::copied_through(&source))
+                .and_then(|t| t.parse().ok())
+            {
+                copied_through.insert(plan.source.oid, lsn);
+            }
+            if !live.contains(&source) {
+                continue;
+            }
+            if recorded
+                .get(&resync::live::key(&source))
+                .map(String::as_str)
+                == Some(resync::live::EXCHANGED)
+            {
+                // Exchanged before pgch stopped: only the old rows are left to drop.
+                resync::live::clean_up(&ch, dest, &state, &source, &plan.dest).await?;
+                continue;
+            }
+            let shadow =
+                resync::live::prepare(&ch, settings, &state, &pg, plan, server_version, wal_now)
+                    .await?;
+            copied_through.insert(plan.source.oid, wal_now);
+            shadows.insert(plan.source.oid, LiveShadow::new(source, plan.dest.clone()));
+            *plan = shadow;
         }
-        if !live.contains(&source) {
-            continue;
+        let prepared = snapshot::prepare_plans(settings, plans, server_version).await?;
+        // A table that left the publication and joined again while pgch was stopped missed
+        // the changes in between: only a resync makes it equal.
+        for plan in &prepared.plans {
+            if shadows.contains_key(&plan.source.oid) {
+                continue;
+            }
+            still_a_member(
+                &pg,
+                &state,
+                &recorded,
+                settings,
+                plan,
+                prepared.server_version,
+            )
+            .await?;
         }
-        if recorded
-            .get(&resync::live::key(&source))
-            .map(String::as_str)
-            == Some(resync::live::EXCHANGED)
-        {
-            // Exchanged before pgch stopped: only the old rows are left to drop.
-            resync::live::clean_up(&ch, dest, &state, &source, &plan.dest).await?;
-            continue;
-        }
-        let shadow =
-            resync::live::prepare(&ch, settings, &state, &pg, plan, server_version, wal_now)
-                .await?;
-        copied_through.insert(plan.source.oid, wal_now);
-        shadows.insert(plan.source.oid, LiveShadow::new(source, plan.dest.clone()));
-        *plan = shadow;
+        Ok((
+            opts,
+            pg,
+            xmax_now,
+            recorded,
+            shadows,
+            copied_through,
+            prepared,
+            server_version,
+        ))
     }
-    let prepared = snapshot::prepare_plans(settings, plans, server_version).await?;
-    // A table that left the publication and joined again while pgch was stopped missed
-    // the changes in between: only a resync makes it equal.
-    for plan in &prepared.plans {
-        if shadows.contains_key(&plan.source.oid) {
-            continue;
-        }
-        still_a_member(
-            &pg,
-            &state,
-            &recorded,
-            settings,
-            plan,
-            prepared.server_version,
-        )
-        .await?;
-    }
+    .await;
+    let (mut opts, pg, xmax_now, recorded, shadows, copied_through, prepared, server_version) =
+        match planned {
+            Ok(planned) => planned,
+            Err(e) => {
+                if identity.created {
+                    slot::undo_created_slot(settings, &state).await;
+                }
+                return Err(e);
+            }
+        };
     let (shadow_plans, table_plans): (Vec<_>, Vec<_>) = prepared
         .plans
         .iter()

@@ -204,6 +204,40 @@ impl SourceSession {
     }
 }
 
+/// Undoes a slot this start created, when the start failed before any table was copied
+/// from it: a setup error found late (an incompatible ClickHouse table) must not leave a
+/// slot holding WAL until the disk or `max_slot_wal_keep_size` runs out. The identity
+/// is forgotten first and the `slot_creating` mark kept, so a slot whose drop failed is
+/// still known as ours and made again by the next start.
+pub async fn undo_created_slot(settings: &Settings, state: &StateStore<'_>) {
+    let slot = &settings.source.slot;
+    let identity = [
+        keys::SYSTEM_IDENTIFIER.to_string(),
+        keys::CONSISTENT_POINT.to_string(),
+        keys::SNAPSHOT_XMAX.to_string(),
+    ];
+    if let Err(e) = state.forget(&identity).await {
+        tracing::warn!(slot = %slot, error = %e, "could not forget the slot this failed start created; the next start uses it");
+        return;
+    }
+    let dropped = match SourceSession::open(settings).await {
+        Ok(mut session) => {
+            let dropped = session.drop_slot(slot).await;
+            session.close().await;
+            dropped
+        }
+        Err(e) => Err(e),
+    };
+    match dropped {
+        Ok(()) => {
+            tracing::info!(slot = %slot, "dropped the replication slot this failed start created")
+        }
+        Err(e) => {
+            tracing::warn!(slot = %slot, error = %e, "could not drop the replication slot this failed start created; the next start replaces it, or drop it: SELECT pg_drop_replication_slot('{slot}');")
+        }
+    }
+}
+
 /// Creates the slot on first start, or checks that the recorded one is still there.
 pub async fn ensure_slot(
     settings: &Settings,

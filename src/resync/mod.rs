@@ -199,6 +199,34 @@ pub async fn run(settings: &Settings, tables: &[String]) -> Result<ResyncReport,
     Ok(report)
 }
 
+/// How long `pgch resync` waits for a walsender to let go of the slot: right after
+/// `pgch run` exits, its walsender takes a moment to notice and exit.
+pub const SLOT_RELEASE_WAIT: Duration = Duration::from_secs(15);
+
+/// The slot's row once no process streams from it, or as it is after
+/// [`SLOT_RELEASE_WAIT`] (still active: the caller refuses).
+async fn slot_row_once_free(
+    session: &mut SourceSession,
+    slot: &str,
+) -> Result<Option<crate::cdc::slot::SlotRow>, SlotError> {
+    let deadline = Instant::now() + SLOT_RELEASE_WAIT;
+    let mut told = false;
+    loop {
+        let row = session.slot_row(slot).await?;
+        let Some(pid) = row.as_ref().and_then(|r| r.active_pid) else {
+            return Ok(row);
+        };
+        if Instant::now() >= deadline {
+            return Ok(row);
+        }
+        if !told {
+            tracing::info!(slot = %slot, pid, wait_s = SLOT_RELEASE_WAIT.as_secs(), "the slot is in use; waiting for its walsender to exit (a pgch run that just stopped)");
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Checks the slot before anything changes. Returns the session and, when the slot is
 /// kept, its identity; `None` means a full resync must make a new slot.
 async fn check_slot(
@@ -211,7 +239,7 @@ async fn check_slot(
         return Err(ResyncError::NeverStarted(slot.clone()));
     }
     let mut session = SourceSession::open(settings).await?;
-    let row = session.slot_row(slot).await?;
+    let row = slot_row_once_free(&mut session, slot).await?;
     if let Some(pid) = row.as_ref().and_then(|r| r.active_pid) {
         return Err(SlotError::InUse {
             slot: slot.clone(),

@@ -416,7 +416,15 @@ pub async fn plan_all(
     let version = column::<i32>(&row, 0, "reading server_version_num")? as u32;
     let tables = catalog::published_tables(pg, &settings.source.publication, version).await?;
     if tables.is_empty() {
-        return Err(SnapshotError::NoTables(settings.source.publication.clone()));
+        let publication = catalog::publication(pg, &settings.source.publication, version)
+            .await
+            .map_err(SnapshotError::from)?;
+        match publication {
+            Some(p) if p.grows_by_itself() => {
+                tracing::warn!(publication = %p.name, "the publication lists no tables yet: tables created in {} will be copied and streamed when they appear", p.where_tables_appear());
+            }
+            _ => return Err(SnapshotError::NoTables(settings.source.publication.clone())),
+        }
     }
     let mut plans = Vec::with_capacity(tables.len());
     for t in &tables {

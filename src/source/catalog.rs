@@ -16,6 +16,26 @@ pub struct Publication {
     pub truncate: bool,
     /// `publish_via_partition_root` (Postgres 13+; always false on 12).
     pub via_root: bool,
+    /// The schemas of `FOR TABLES IN SCHEMA` (Postgres 15+): tables created there later
+    /// join by themselves, so an empty list of tables is a wait, not a mistake.
+    pub schemas: Vec<String>,
+}
+
+impl Publication {
+    /// Whether tables join without an `ALTER PUBLICATION` (`FOR ALL TABLES`, or a
+    /// schema publication): then an empty publication waits for its first table.
+    pub fn grows_by_itself(&self) -> bool {
+        self.all_tables || !self.schemas.is_empty()
+    }
+
+    /// Where its future tables come from, for messages.
+    pub fn where_tables_appear(&self) -> String {
+        if self.all_tables {
+            "any schema".to_string()
+        } else {
+            format!("schema {}", self.schemas.join(", "))
+        }
+    }
 }
 
 /// Replica identity (`pg_class.relreplident`): what the old key of an UPDATE/DELETE carries.
@@ -102,7 +122,24 @@ pub async fn publication(
     let Some(r) = client.query_opt(&sql, &[&name]).await? else {
         return Ok(None);
     };
+    let schemas = if server_version >= 150000 {
+        client
+            .query(
+                "SELECT n.nspname::text FROM pg_catalog.pg_publication_namespace pn \
+                 JOIN pg_catalog.pg_publication p ON p.oid = pn.pnpubid \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = pn.pnnspid \
+                 WHERE p.pubname = $1 ORDER BY 1",
+                &[&name],
+            )
+            .await?
+            .iter()
+            .map(|row| column::<String>(row, 0, "reading the publication's schemas"))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
     Ok(Some(Publication {
+        schemas,
         name: column(&r, 0, WHAT)?,
         all_tables: column(&r, 1, WHAT)?,
         insert: column(&r, 2, WHAT)?,

@@ -75,28 +75,17 @@ pub async fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> 
     }
 }
 
-/// Runs `pgch resync --table <table>` with `env` and expects success. Right after a
-/// `pgch run` exited, its walsender may hold the slot a moment longer ("in use"): that
-/// refusal is retried for a while, as an operator would.
+/// Runs `pgch resync --table <table>` with `env` once and expects success — also right
+/// after a `pgch run` exited, whose walsender may hold the slot a moment longer: pgch
+/// waits for it (issue #16), the test does not retry.
 pub fn resync_table(env: &[(String, String)], table: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgch"))
-            .args(["resync", "--table", table])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success()
-            && stderr.contains("is in use by process")
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(500));
-            continue;
-        }
-        assert!(out.status.success(), "pgch resync: {stderr}");
-        return;
-    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgch"))
+        .args(["resync", "--table", table])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pgch resync: {stderr}");
 }

@@ -66,6 +66,18 @@ pub fn table_checks(
     names: &TableNames,
 ) -> Vec<CheckResult> {
     let mut out = Vec::new();
+    if tables.is_empty() && publication.grows_by_itself() {
+        out.push(CheckResult::warning(
+            "publication_tables",
+            format!(
+                "publication \"{}\" lists no tables yet: tables created in {} will be copied and streamed when they appear",
+                publication.name,
+                publication.where_tables_appear()
+            ),
+            "none needed if the tables come later (migrations); otherwise create them in the publication's schema",
+        ));
+        return out;
+    }
     if tables.is_empty() {
         out.push(CheckResult::failed(
             "publication_tables",
