@@ -55,6 +55,12 @@ pub enum Command {
     },
     /// Run the pipeline: snapshot, then stream changes.
     Run,
+    /// Show where every table and the slot stand, and how a running pgch is doing
+    /// (exit 0 healthy, 1 needs attention, 2 broken).
+    Status {
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
     /// Copy tables again into shadow tables and swap them in atomically; without --table,
     /// from a new slot (after a lost or invalidated slot, or a failover). Run it while
     /// `pgch run` is stopped; if interrupted, run it again.
@@ -109,6 +115,7 @@ pub async fn execute(cli: Cli) -> i32 {
             }
         }
         Command::Run => run(cli.config.as_deref()).await,
+        Command::Status { format } => status(cli.config.as_deref(), format).await,
         Command::Resync { tables } => resync(cli.config.as_deref(), &tables).await,
         Command::Tail {
             slot,
@@ -130,6 +137,25 @@ pub async fn execute(cli: Cli) -> i32 {
             tail(cli.config.as_deref(), &args).await
         }
     }
+}
+
+/// `pgch status`: reads, never changes anything; broken when the config is unreadable.
+async fn status(config: Option<&std::path::Path>, format: ReportFormat) -> i32 {
+    use crate::status::{self, HealthSource, Level};
+    let settings = match Config::load(config).and_then(|c| c.validate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pgch: {e}");
+            return Level::Broken.exit_code();
+        }
+    };
+    let endpoint = status::collect::reachable(settings.metrics.listen);
+    let report = status::collect(&settings, HealthSource::Endpoint(endpoint)).await;
+    match format {
+        ReportFormat::Text => print!("{}", status::render::text(&report)),
+        ReportFormat::Json => println!("{}", status::render::json(&report)),
+    }
+    report.level.unwrap_or(Level::Broken).exit_code()
 }
 
 async fn run(config: Option<&std::path::Path>) -> i32 {
@@ -159,7 +185,8 @@ async fn run(config: Option<&std::path::Path>) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    tracing::info!(listen = %settings.metrics.listen, "serving /metrics, /healthz, /readyz");
+    let server = server.with_status(settings.clone());
+    tracing::info!(listen = %settings.metrics.listen, "serving the status page at /, /metrics, /healthz, /readyz");
     let _server = AbortOnDrop(server.spawn());
     let _poller = settings
         .mode
@@ -202,6 +229,7 @@ async fn run(config: Option<&std::path::Path>) -> i32 {
                 rows,
                 partitions_copied = report.partitions_copied,
                 partitions_already_done = report.partitions_skipped,
+                tables_already_copied = report.tables_already_copied,
                 seconds = %format!("{:.1}", started.elapsed().as_secs_f64()),
                 "snapshot complete"
             );

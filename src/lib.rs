@@ -15,6 +15,7 @@ pub mod resync;
 pub mod sink;
 pub mod snapshot;
 pub mod source;
+pub mod status;
 pub mod tail;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -721,3 +721,86 @@ async fn pipeline_metrics_count_changes_and_readyz_passes_while_streaming() {
     assert_eq!(status, 200, "ready while streaming: {body}");
     assert_eq!(ch_count(&db, "public_orders").await, 490);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_larger_than_logical_decoding_work_mem_counts_as_spilled() {
+    let pg = PgCluster::shared();
+    if pg.version_num < 140_000 {
+        eprintln!("pg_stat_replication_slots is Postgres 14+; nothing to export");
+        return;
+    }
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    // The walsender of pgch's user decodes in 64 kB: a 50,000-row transaction spills.
+    pg.sql(
+        &src.database,
+        &format!(
+            "ALTER ROLE \"{}\" SET logical_decoding_work_mem = '64kB'",
+            src.user
+        ),
+    )
+    .unwrap();
+    let (slot, db) = (unique_name("slot"), unique_name("dest"));
+    let env = pgch_env(pg, &src, &ClickHouse::shared().url, &slot, &db);
+    let mut pgch = Pgch::start(&env, log_path("pgch-metrics-spill"));
+    let label = format!("slot=\"{slot}\"");
+    wait_metrics(
+        &mut pgch,
+        Duration::from_secs(120),
+        "spill counters exported",
+        |t| value(t, "pgch_slot_spilled_transactions_total", &label) == Some(0.0),
+    )
+    .await;
+    pg.sql(
+        &src.database,
+        "INSERT INTO public.orders SELECT g, g, g FROM generate_series(1, 50000) g",
+    )
+    .unwrap();
+    let text = wait_metrics(
+        &mut pgch,
+        Duration::from_secs(120),
+        "the spill counted",
+        |t| {
+            value(t, "pgch_slot_spilled_transactions_total", &label).unwrap_or(0.0) >= 1.0
+                && value(t, "pgch_slot_decoded_bytes_total", &label).unwrap_or(0.0) > 0.0
+        },
+    )
+    .await;
+    let server: f64 = pg
+        .sql(
+            &src.database,
+            &format!(
+                "SELECT spill_bytes FROM pg_stat_replication_slots WHERE slot_name = '{slot}'"
+            ),
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let exported = value(&text, "pgch_slot_spilled_bytes_total", &label).unwrap_or(0.0);
+    assert!(
+        exported > 0.0 && exported <= server,
+        "spilled bytes exported {exported}, server says {server}"
+    );
+    wait_until_rows(&db, 50000).await;
+    // That transaction's way from commit to readable in ClickHouse was measured.
+    let text = wait_metrics(
+        &mut pgch,
+        Duration::from_secs(30),
+        "commit-to-visible observed",
+        |t| value(t, "pgch_commit_to_visible_seconds_count", "").unwrap_or(0.0) >= 2.0,
+    )
+    .await;
+    let sum = value(&text, "pgch_commit_to_visible_seconds_sum", "").unwrap_or(-1.0);
+    assert!(
+        (0.0..240.0).contains(&sum),
+        "commit-to-visible seconds summed {sum}"
+    );
+}
+
+async fn wait_until_rows(db: &str, rows: u64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ch_count(db, "public_orders").await != rows {
+        assert!(Instant::now() < deadline, "{rows} rows never arrived");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -116,6 +116,8 @@ pub struct Applier {
     pending: Vec<CommitTicket>,
     /// Commit time (Postgres microseconds) of the last commit in `pending`.
     pending_commit_time: Option<i64>,
+    /// The first commit since the last seal: its wait is the flush's longest.
+    pending_first_commit_time: Option<i64>,
     policy: FlushPolicy,
     budget_bytes: u64,
     pub clamps: ClampCounts,
@@ -167,6 +169,7 @@ impl Applier {
             ledger: Ledger::new(confirmed),
             pending: Vec::new(),
             pending_commit_time: None,
+            pending_first_commit_time: None,
             policy: pipeline.flush,
             budget_bytes: pipeline.memory_budget_bytes,
             clamps: ClampCounts::default(),
@@ -420,6 +423,7 @@ impl Applier {
         let t = self.ledger.commit(end_lsn);
         self.pending.push(t);
         self.pending_commit_time = Some(commit_time);
+        self.pending_first_commit_time.get_or_insert(commit_time);
     }
 
     /// Whether a batch is due by its own limits (rows, bytes, age).
@@ -570,6 +574,7 @@ impl Applier {
             inserts,
             tickets: std::mem::take(&mut self.pending),
             commit_time: self.pending_commit_time.take(),
+            first_commit_time: self.pending_first_commit_time.take(),
         };
         if sealed.inserts.is_empty() {
             self.finish(sealed);
@@ -626,6 +631,7 @@ impl Applier {
         }
         if let Some(time) = sealed.commit_time {
             metrics.applied_commit(time);
+            metrics.made_visible(sealed.first_commit_time.unwrap_or(time), time);
         }
     }
 }

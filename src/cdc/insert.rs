@@ -72,6 +72,8 @@ pub struct Sealed {
     pub tickets: Vec<CommitTicket>,
     /// Commit time (Postgres microseconds) of the last commit sealed.
     pub commit_time: Option<i64>,
+    /// Commit time of the first commit sealed (the one that waited longest).
+    pub first_commit_time: Option<i64>,
 }
 
 impl Sealed {

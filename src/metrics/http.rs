@@ -1,16 +1,20 @@
-//! A minimal HTTP/1.1 server for `/metrics`, `/healthz` and `/readyz`.
+//! A minimal HTTP/1.1 server for `/metrics`, `/healthz`, `/readyz` and, where pgch
+//! runs, the status page at `/` (and `/status.json`, the same facts as `pgch status`).
 //!
-//! Hand-written on tokio rather than a web framework: three read-only `GET` routes,
+//! Hand-written on tokio rather than a web framework: a few read-only `GET` routes,
 //! one request per connection (`Connection: close`), bounded request size and read time
 //! — Prometheus and probes need nothing more, and pgch stays free of a second HTTP stack.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{health, MetricsError};
+use crate::config::Settings;
+use crate::status::{self, HealthSource, Status};
 
 /// Longest request head accepted.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -19,9 +23,36 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Content type of the Prometheus text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// A status collected this recently is shown again instead of asking the servers anew:
+/// an open page, or several, costs the source and ClickHouse one look per interval.
+const STATUS_FRESH_FOR: Duration = Duration::from_secs(2);
+
 /// A bound metrics endpoint.
 pub struct Server {
     listener: TcpListener,
+    status: Option<Arc<StatusPage>>,
+}
+
+/// What the status routes need: the settings to collect with, and the last status.
+struct StatusPage {
+    settings: Settings,
+    last: tokio::sync::Mutex<Option<(Instant, Arc<Status>)>>,
+}
+
+impl StatusPage {
+    /// The status, collected anew when the last one is older than [`STATUS_FRESH_FOR`];
+    /// one collection at a time.
+    async fn current(&self) -> Arc<Status> {
+        let mut last = self.last.lock().await;
+        if let Some((at, status)) = last.as_ref() {
+            if at.elapsed() < STATUS_FRESH_FOR {
+                return status.clone();
+            }
+        }
+        let status = Arc::new(status::collect(&self.settings, HealthSource::InProcess).await);
+        *last = Some((Instant::now(), status.clone()));
+        status
+    }
 }
 
 impl Server {
@@ -30,7 +61,19 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| MetricsError::Bind { addr, source })?;
-        Ok(Server { listener })
+        Ok(Server {
+            listener,
+            status: None,
+        })
+    }
+
+    /// Serves the status page at `/` and `/status.json`, collected with `settings`.
+    pub fn with_status(mut self, settings: Settings) -> Server {
+        self.status = Some(Arc::new(StatusPage {
+            settings,
+            last: tokio::sync::Mutex::new(None),
+        }));
+        self
     }
 
     /// The bound address (the real port when `:0` was asked for).
@@ -44,7 +87,7 @@ impl Server {
             loop {
                 match self.listener.accept().await {
                     Ok((stream, _)) => {
-                        tokio::spawn(serve(stream));
+                        tokio::spawn(serve(stream, self.status.clone()));
                     }
                     Err(e) => {
                         // EMFILE and the like: back off instead of spinning.
@@ -58,7 +101,7 @@ impl Server {
 }
 
 /// Answers one request on `stream`.
-async fn serve(mut stream: TcpStream) {
+async fn serve(mut stream: TcpStream, status: Option<Arc<StatusPage>>) {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(Some(head)) => head,
         _ => return,
@@ -69,8 +112,20 @@ async fn serve(mut stream: TcpStream) {
             if method != "GET" && !head_only {
                 (405, "text/plain", "only GET and HEAD\n".to_string(), false)
             } else {
-                let (status, ct, body) = route(path);
-                (status, ct, body, head_only)
+                let (code, ct, body) = match (path, &status) {
+                    ("/", Some(page)) => (
+                        200,
+                        "text/html; charset=utf-8",
+                        status::render::html(&*page.current().await),
+                    ),
+                    ("/status.json", Some(page)) => (
+                        200,
+                        "application/json",
+                        status::render::json(&*page.current().await),
+                    ),
+                    _ => route(path),
+                };
+                (code, ct, body, head_only)
             }
         }
         None => (400, "text/plain", "bad request\n".to_string(), false),
@@ -140,7 +195,7 @@ fn route(path: &str) -> (u16, &'static str, String) {
         "/" => (
             200,
             "text/plain",
-            "pgch: /metrics /healthz /readyz\n".to_string(),
+            "pgch: / /status.json /metrics /healthz /readyz\n".to_string(),
         ),
         _ => (
             404,

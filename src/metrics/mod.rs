@@ -27,8 +27,8 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::lsn::Lsn;
@@ -77,10 +77,24 @@ pub const SLOT_WAL_STATUS: &str = "pgch_slot_wal_status";
 pub const SLOT_RETAINED_WAL_RATIO: &str = "pgch_slot_retained_wal_ratio";
 /// 1 while a walsender streams from the slot.
 pub const SLOT_ACTIVE: &str = "pgch_slot_active";
+/// Transactions the source spilled to disk while decoding the slot (PG 14+).
+pub const SLOT_SPILLED_TRANSACTIONS_TOTAL: &str = "pgch_slot_spilled_transactions_total";
+/// Bytes the source spilled to disk while decoding the slot (PG 14+).
+pub const SLOT_SPILLED_BYTES_TOTAL: &str = "pgch_slot_spilled_bytes_total";
+/// Transactions streamed before their commit from the slot (PG 14+).
+pub const SLOT_STREAMED_TRANSACTIONS_TOTAL: &str = "pgch_slot_streamed_transactions_total";
+/// Bytes streamed before their commit from the slot (PG 14+).
+pub const SLOT_STREAMED_BYTES_TOTAL: &str = "pgch_slot_streamed_bytes_total";
+/// Bytes of changes the source decoded for the slot (PG 14+).
+pub const SLOT_DECODED_BYTES_TOTAL: &str = "pgch_slot_decoded_bytes_total";
 /// 1 while `/readyz` answers 200.
 pub const READY: &str = "pgch_ready";
 /// 1 for the current phase (starting, snapshotting, streaming, stopping).
 pub const PHASE: &str = "pgch_phase";
+/// Seconds from a transaction's commit in Postgres until its rows were readable in
+/// ClickHouse (the insert returned), observed per flush for its oldest and its newest
+/// commit.
+pub const COMMIT_TO_VISIBLE_SECONDS: &str = "pgch_commit_to_visible_seconds";
 /// Always 1; the labels carry the version.
 pub const BUILD_INFO: &str = "pgch_build_info";
 
@@ -108,9 +122,45 @@ pub const ALL: &[&str] = &[
     SLOT_WAL_STATUS,
     SLOT_RETAINED_WAL_RATIO,
     SLOT_ACTIVE,
+    SLOT_SPILLED_TRANSACTIONS_TOTAL,
+    SLOT_SPILLED_BYTES_TOTAL,
+    SLOT_STREAMED_TRANSACTIONS_TOTAL,
+    SLOT_STREAMED_BYTES_TOTAL,
+    SLOT_DECODED_BYTES_TOTAL,
     READY,
     PHASE,
+    COMMIT_TO_VISIBLE_SECONDS,
     BUILD_INFO,
+];
+
+/// The decoding counters: name, help, and how to read it from [`DecodingStats`].
+type DecodingCounter = (&'static str, &'static str, fn(&DecodingStats) -> i64);
+const DECODING_COUNTERS: [DecodingCounter; 5] = [
+    (
+        SLOT_SPILLED_TRANSACTIONS_TOTAL,
+        "Transactions the source spilled to disk while decoding the slot (larger than logical_decoding_work_mem; pg_stat_replication_slots.spill_txns)",
+        |s| s.spilled_transactions,
+    ),
+    (
+        SLOT_SPILLED_BYTES_TOTAL,
+        "Bytes the source spilled to disk while decoding the slot (pg_stat_replication_slots.spill_bytes)",
+        |s| s.spilled_bytes,
+    ),
+    (
+        SLOT_STREAMED_TRANSACTIONS_TOTAL,
+        "Transactions streamed from the slot before their commit (pg_stat_replication_slots.stream_txns)",
+        |s| s.streamed_transactions,
+    ),
+    (
+        SLOT_STREAMED_BYTES_TOTAL,
+        "Bytes streamed from the slot before their commit (pg_stat_replication_slots.stream_bytes)",
+        |s| s.streamed_bytes,
+    ),
+    (
+        SLOT_DECODED_BYTES_TOTAL,
+        "Bytes of changes the source decoded for the slot (pg_stat_replication_slots.total_bytes)",
+        |s| s.decoded_bytes,
+    ),
 ];
 
 /// Label keys.
@@ -134,6 +184,10 @@ pub mod label {
 /// The values `wal_status` takes (Postgres 13+); each gets a series so a change shows.
 pub const WAL_STATUSES: [&str; 4] = ["reserved", "extended", "unreserved", "lost"];
 
+/// Commit-to-visible buckets: from a flush on the next sync interval to a long outage.
+const VISIBLE_BUCKETS: [f64; 14] = [
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
 /// Insert latency buckets (seconds): from a quick local insert to a minute-long stall.
 const INSERT_BUCKETS: [f64; 13] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -194,6 +248,22 @@ pub struct SlotFigures {
     pub safe_wal_bytes: Option<i64>,
     pub wal_status: Option<String>,
     pub active: bool,
+    /// The server's decoding counters for the slot (Postgres 14+).
+    pub decoding: Option<DecodingStats>,
+}
+
+/// `pg_stat_replication_slots`: what decoding the slot cost the server, cumulative since
+/// the server's statistics were last reset. Spilled transactions were too large for
+/// `logical_decoding_work_mem` and went to disk on the source (slow decoding, disk
+/// use); streamed ones were sent before their commit (pgch does not ask for that, so it
+/// stays 0 unless another consumer shares the slot).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DecodingStats {
+    pub spilled_transactions: i64,
+    pub spilled_bytes: i64,
+    pub streamed_transactions: i64,
+    pub streamed_bytes: i64,
+    pub decoded_bytes: i64,
 }
 
 impl SlotFigures {
@@ -235,6 +305,7 @@ struct Families {
     insert_batches: IntCounterVec,
     inserted_bytes: IntCounterVec,
     insert_duration: HistogramVec,
+    commit_to_visible: Histogram,
     retries: IntCounterVec,
     errors: IntCounterVec,
     lag: Gauge,
@@ -251,6 +322,8 @@ struct Families {
     slot_wal_status: IntGaugeVec,
     slot_ratio: GaugeVec,
     slot_active: IntGaugeVec,
+    /// The `pg_stat_replication_slots` counters, in the order of [`DECODING_COUNTERS`].
+    slot_decoding: Vec<IntCounterVec>,
     ready: IntGauge,
     phase: IntGaugeVec,
 }
@@ -263,6 +336,9 @@ pub struct Metrics {
     /// then recording is a no-op and `/metrics` reports the error, rather than a panic.
     families: Result<Families, String>,
     lag: Mutex<LagState>,
+    /// The server's decoding counters last seen, by slot: the counters grow by the
+    /// difference.
+    decoding_seen: Mutex<std::collections::HashMap<String, DecodingStats>>,
 }
 
 /// The process-wide metrics, built on first use.
@@ -302,6 +378,7 @@ impl Metrics {
             registry,
             families,
             lag: Mutex::new(LagState::default()),
+            decoding_seen: Mutex::default(),
         }
     }
 
@@ -374,6 +451,20 @@ impl Metrics {
         self.with(|f| f.last_applied.set(unix));
     }
 
+    /// A flush made the commits from `oldest` to `newest` (Postgres microseconds since
+    /// 2000) readable in ClickHouse just now: how long each waited, end to end. Measured
+    /// against this machine's clock, so a source clock ahead of it reads as less (never
+    /// below 0).
+    pub fn made_visible(&self, oldest: i64, newest: i64) {
+        let now = now_pg_micros();
+        self.with(|f| {
+            for t in [oldest, newest] {
+                f.commit_to_visible
+                    .observe(now.saturating_sub(t).max(0) as f64 / 1e6);
+            }
+        });
+    }
+
     /// Nothing is pending and the server's keepalive position was acknowledged: the lag
     /// reads 0 until the next [`Metrics::received_commit`] or [`Metrics::applied_commit`].
     pub fn caught_up(&self) {
@@ -432,6 +523,22 @@ impl Metrics {
             set(&f.slot_max_keep, fig.max_keep_bytes);
             set(&f.slot_safe, fig.safe_wal_bytes);
             set(&f.slot_active, figures.map(|fig| i64::from(fig.active)));
+            if let Some(stats) = fig.decoding {
+                let mut seen = self
+                    .decoding_seen
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let last = seen.entry(slot.to_string()).or_default();
+                for (counter, (_, _, read)) in f.slot_decoding.iter().zip(DECODING_COUNTERS) {
+                    let (now, before) = (read(&stats), read(last));
+                    // A statistics reset (or a new slot) starts the server's count anew.
+                    let delta = if now >= before { now - before } else { now };
+                    counter
+                        .with_label_values(&[slot])
+                        .inc_by(delta.max(0) as u64);
+                }
+                *last = stats;
+            }
             match fig.ratio() {
                 Some(r) => f.slot_ratio.with_label_values(&[slot]).set(r),
                 None => {
@@ -533,6 +640,16 @@ impl Families {
                     &[TABLE],
                 )?,
             )?,
+            commit_to_visible: reg_it(
+                reg,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        COMMIT_TO_VISIBLE_SECONDS,
+                        "Seconds from a commit in Postgres until its rows were readable in ClickHouse (per flush: its oldest and newest commit)",
+                    )
+                    .buckets(VISIBLE_BUCKETS.to_vec()),
+                )?,
+            )?,
             retries: counter(RETRIES_TOTAL, "Retried operations by kind", &[KIND])?,
             errors: counter(ERRORS_TOTAL, "Errors by kind", &[KIND])?,
             lag: reg_it(
@@ -618,6 +735,10 @@ impl Families {
                 "1 while a walsender streams from the slot",
                 &[SLOT],
             )?,
+            slot_decoding: DECODING_COUNTERS
+                .iter()
+                .map(|(name, help, _)| counter(name, help, &[SLOT]))
+                .collect::<Result<Vec<_>, _>>()?,
             ready: reg_it(
                 reg,
                 IntGauge::new(READY, "1 while /readyz answers 200")?,

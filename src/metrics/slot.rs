@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use super::{global, health, SlotFigures};
+use super::{global, health, DecodingStats, SlotFigures};
 use crate::config::{PgEndpoint, Settings};
 use crate::source::connect;
 use crate::source::row::{column, ColumnError};
@@ -88,23 +88,38 @@ async fn server_version(client: &Client) -> Result<u32, String> {
     u32::try_from(v).map_err(|_| format!("bad server_version_num {v}"))
 }
 
-/// Reads the slot; `None` when it does not exist (not created yet, or dropped).
-async fn poll(client: &Client, version: u32, slot: &str) -> Result<Option<SlotFigures>, String> {
+/// Reads the slot; `None` when it does not exist (not created yet, or dropped). Shared
+/// with `pgch status`, so both show the same figures.
+pub async fn poll(
+    client: &Client,
+    version: u32,
+    slot: &str,
+) -> Result<Option<SlotFigures>, String> {
     let pg13 = version >= 130_000;
+    let stats = if version >= 140_000 {
+        "s.spill_txns, s.spill_bytes, s.stream_txns, s.stream_bytes, s.total_bytes"
+    } else {
+        "NULL::int8, NULL::int8, NULL::int8, NULL::int8, NULL::int8"
+    };
+    let join = if version >= 140_000 {
+        "LEFT JOIN pg_catalog.pg_stat_replication_slots s ON s.slot_name = r.slot_name"
+    } else {
+        ""
+    };
     let sql = format!(
-        "SELECT (pg_catalog.pg_current_wal_lsn() - restart_lsn)::int8, \
-                (pg_catalog.pg_current_wal_lsn() - confirmed_flush_lsn)::int8, \
-                active, {status}, {safe}, \
+        "SELECT (pg_catalog.pg_current_wal_lsn() - r.restart_lsn)::int8, \
+                (pg_catalog.pg_current_wal_lsn() - r.confirmed_flush_lsn)::int8, \
+                r.active, {status}, {safe}, \
                 (SELECT setting || ' ' || coalesce(unit, '') FROM pg_catalog.pg_settings \
-                  WHERE name = 'max_slot_wal_keep_size') \
-           FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                  WHERE name = 'max_slot_wal_keep_size'), {stats} \
+           FROM pg_catalog.pg_replication_slots r {join} WHERE r.slot_name = $1",
         status = if pg13 {
-            "wal_status::text"
+            "r.wal_status::text"
         } else {
             "NULL::text"
         },
         safe = if pg13 {
-            "safe_wal_size::int8"
+            "r.safe_wal_size::int8"
         } else {
             "NULL::int8"
         },
@@ -128,6 +143,16 @@ fn figures(row: &tokio_postgres::Row) -> Result<SlotFigures, ColumnError> {
         wal_status: column(row, 3, WHAT)?,
         safe_wal_bytes: column(row, 4, WHAT)?,
         max_keep_bytes: max_keep.as_deref().and_then(setting_bytes),
+        decoding: match column::<Option<i64>>(row, 6, WHAT)? {
+            Some(spilled_transactions) => Some(DecodingStats {
+                spilled_transactions,
+                spilled_bytes: column::<Option<i64>>(row, 7, WHAT)?.unwrap_or(0),
+                streamed_transactions: column::<Option<i64>>(row, 8, WHAT)?.unwrap_or(0),
+                streamed_bytes: column::<Option<i64>>(row, 9, WHAT)?.unwrap_or(0),
+                decoded_bytes: column::<Option<i64>>(row, 10, WHAT)?.unwrap_or(0),
+            }),
+            None => None,
+        },
     })
 }
 

@@ -25,9 +25,15 @@ fn every_family_registers_and_renders() {
             safe_wal_bytes: Some(50),
             wal_status: Some("reserved".into()),
             active: true,
+            decoding: Some(DecodingStats {
+                spilled_transactions: 2,
+                spilled_bytes: 4096,
+                ..DecodingStats::default()
+            }),
         }),
     );
     m.phase(Phase::Streaming);
+    m.made_visible(now_pg_micros() - 3_000_000, now_pg_micros() - 20_000);
     let text = m.render().unwrap();
     let types: Vec<&str> = text
         .lines()
@@ -49,6 +55,10 @@ fn every_family_registers_and_renders() {
         "pgch_slot_wal_status{slot=\"pgch\",wal_status=\"lost\"} 0",
         "pgch_snapshot_estimated_rows{table=\"public_orders\"} 100",
         "pgch_build_info{version=",
+        "pgch_slot_spilled_bytes_total{slot=\"pgch\"} 4096",
+        "pgch_commit_to_visible_seconds_bucket{le=\"0.05\"} 1",
+        "pgch_commit_to_visible_seconds_bucket{le=\"5\"} 2",
+        "pgch_commit_to_visible_seconds_count 2",
     ] {
         assert!(text.contains(needle), "{needle} missing from\n{text}");
     }
@@ -163,4 +173,35 @@ fn liveness_fails_on_a_silent_task_or_a_fatal_error() {
     assert!(h.liveness(t0 + HEARTBEAT_TIMEOUT * 2).ready);
     h.set_fatal("boom".into());
     assert!(!h.liveness(t0).ready);
+}
+
+#[test]
+fn the_servers_decoding_counters_grow_by_their_difference_and_survive_a_stats_reset() {
+    let m = Metrics::new();
+    let figures = |spilled: i64| SlotFigures {
+        active: true,
+        decoding: Some(DecodingStats {
+            spilled_transactions: spilled,
+            ..DecodingStats::default()
+        }),
+        ..SlotFigures::default()
+    };
+    let spilled = |m: &Metrics| {
+        m.render()
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("pgch_slot_spilled_transactions_total{slot=\"s\"} "))
+            .map(|v| v.to_string())
+    };
+    m.slot("s", Some(&figures(5)));
+    assert_eq!(spilled(&m).as_deref(), Some("5"));
+    m.slot("s", Some(&figures(7)));
+    assert_eq!(spilled(&m).as_deref(), Some("7"));
+    // pg_stat_reset_replication_slot(): the server counts from 0 again.
+    m.slot("s", Some(&figures(1)));
+    assert_eq!(
+        spilled(&m).as_deref(),
+        Some("8"),
+        "a counter never goes down"
+    );
 }

@@ -97,8 +97,8 @@ pub mod keys {
 /// No live key is ever written with an empty value.
 const TOMBSTONE: &str = "";
 
-/// Keys forgotten per insert.
-const FORGET_CHUNK: usize = 1000;
+/// Keys written (or forgotten) per insert.
+const KEYS_PER_INSERT: usize = 1000;
 
 /// Reads and writes the state of one slot.
 pub struct StateStore<'a> {
@@ -167,7 +167,17 @@ impl<'a> StateStore<'a> {
     /// Forgets keys (one durable insert of tombstones: no mutation, so it works the
     /// same on every server and cannot be half-applied).
     pub async fn forget(&self, keys: &[String]) -> Result<(), SinkError> {
-        for chunk in keys.chunks(FORGET_CHUNK) {
+        let entries: Vec<(String, String)> = keys
+            .iter()
+            .map(|k| (k.clone(), TOMBSTONE.to_string()))
+            .collect();
+        self.put_many(&entries).await
+    }
+
+    /// Writes many keys in one durable insert per [`KEYS_PER_INSERT`]: a copy of 500
+    /// tables records them all at the cost of one.
+    pub async fn put_many(&self, entries: &[(String, String)]) -> Result<(), SinkError> {
+        for chunk in entries.chunks(KEYS_PER_INSERT) {
             // Bound, not spliced: the crate reads every `?` in the text as a placeholder.
             let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
             let sql = format!(
@@ -176,8 +186,8 @@ impl<'a> StateStore<'a> {
                 quote_ident(STATE_TABLE),
             );
             let mut query = self.client.query(&sql);
-            for key in chunk {
-                query = query.bind(&self.slot).bind(key).bind(TOMBSTONE);
+            for (key, value) in chunk {
+                query = query.bind(&self.slot).bind(key).bind(value);
             }
             query
                 .execute()

@@ -185,7 +185,10 @@ pub struct SnapshotReport {
     pub tables: BTreeMap<String, Arc<TableProgress>>,
     /// Partitions copied in this run (not those found done).
     pub partitions_copied: u64,
+    /// Partitions of unfinished copies found done by an earlier run.
     pub partitions_skipped: u64,
+    /// Tables an earlier run copied whole (or a TRUNCATE or a resync made complete).
+    pub tables_already_copied: u64,
     /// Tables copied again because they were rewritten during the copy.
     pub tables_recopied: u64,
     pub clamps: ClampCounts,
@@ -255,6 +258,7 @@ pub async fn copy_all(
         // A partition attached later is copied even into a table whose own copy is
         // complete (a TRUNCATE or a resync marked it so).
         if done.contains_key(&keys::snapshot_complete(&plan.dest)) && !plan.source.is_partition {
+            report.tables_already_copied += 1;
             report.tables.insert(plan.dest.clone(), progress);
             continue;
         }
@@ -320,6 +324,21 @@ pub async fn copy_all(
         let clamps = run_jobs(settings, opts, again, &state, control).await?;
         report.clamps.merge(&clamps);
     }
+    // Said once a table is copied whole, so that neither a restart nor `pgch status`
+    // plans its partitions again from a size that has grown since.
+    let complete: Vec<(String, String)> = planned
+        .iter()
+        .filter(|(plan, progress, _)| {
+            !plan.source.is_partition
+                && !start_gates
+                    .get(&plan.dest)
+                    .is_some_and(|g| g.is_cancelled())
+                && progress.partitions_done.load(Ordering::Relaxed)
+                    >= progress.partitions_total.load(Ordering::Relaxed)
+        })
+        .map(|(plan, _, _)| (keys::snapshot_complete(&plan.dest), "copied".to_string()))
+        .collect();
+    state.put_many(&complete).await?;
     Ok(report)
 }
 
