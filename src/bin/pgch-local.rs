@@ -72,8 +72,14 @@ async fn start_and_check(once: bool) -> Result<i32, String> {
         .and_then(|c| c.validate())
         .map_err(|e| e.to_string())?;
     println!("\n$ pgch check\n");
+    let checking = std::time::Instant::now();
     let report = check::run(&settings).await;
     print!("{}", report.render_text());
+    // The same checks gate every `pgch run` and `pgch resync`: this is what they add.
+    println!(
+        "(the checks took {:.2} s; pgch run runs them before it changes anything)",
+        checking.elapsed().as_secs_f64()
+    );
     println!(
         "\nSource:      {}\n             (superuser: {})\nClickHouse:  {}\n\n\
          Try it yourself:\n  PGCH__SOURCE__URL='{}' PGCH__SOURCE__PUBLICATION={PUBLICATION} \\\n  \
