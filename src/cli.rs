@@ -185,7 +185,7 @@ async fn run(config: Option<&std::path::Path>) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    let server = server.with_status(settings.clone());
+    let server = server.with_status(crate::status::page::Page::new(settings.clone()));
     tracing::info!(listen = %settings.metrics.listen, "serving the status page at /, /metrics, /healthz, /readyz");
     let _server = AbortOnDrop(server.spawn());
     let _poller = settings

@@ -3,6 +3,7 @@
 
 pub mod cdc;
 pub mod check;
+pub mod check_result;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod lsn;
 pub mod metrics;
 pub mod pipeline;
 pub mod resync;
+pub mod schema;
 pub mod sink;
 pub mod snapshot;
 pub mod source;

@@ -7,14 +7,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{health, MetricsError};
-use crate::config::Settings;
-use crate::status::{self, HealthSource, Status};
 
 /// Longest request head accepted.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -23,36 +23,19 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Content type of the Prometheus text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// A status collected this recently is shown again instead of asking the servers anew:
-/// an open page, or several, costs the source and ClickHouse one look per interval.
-const STATUS_FRESH_FOR: Duration = Duration::from_secs(2);
-
 /// A bound metrics endpoint.
 pub struct Server {
     listener: TcpListener,
-    status: Option<Arc<StatusPage>>,
+    status: Option<Arc<dyn StatusPages>>,
 }
 
-/// What the status routes need: the settings to collect with, and the last status.
-struct StatusPage {
-    settings: Settings,
-    last: tokio::sync::Mutex<Option<(Instant, Arc<Status>)>>,
-}
-
-impl StatusPage {
-    /// The status, collected anew when the last one is older than [`STATUS_FRESH_FOR`];
-    /// one collection at a time.
-    async fn current(&self) -> Arc<Status> {
-        let mut last = self.last.lock().await;
-        if let Some((at, status)) = last.as_ref() {
-            if at.elapsed() < STATUS_FRESH_FOR {
-                return status.clone();
-            }
-        }
-        let status = Arc::new(status::collect(&self.settings, HealthSource::InProcess).await);
-        *last = Some((Instant::now(), status.clone()));
-        status
-    }
+/// The status page's two forms, given by `pgch run` (`status::page`): the
+/// endpoint serves them without knowing what a status holds.
+pub trait StatusPages: Send + Sync + 'static {
+    /// The HTML page at `/`.
+    fn html(&self) -> BoxFuture<'_, String>;
+    /// The same facts as JSON at `/status.json`.
+    fn json(&self) -> BoxFuture<'_, String>;
 }
 
 impl Server {
@@ -67,12 +50,9 @@ impl Server {
         })
     }
 
-    /// Serves the status page at `/` and `/status.json`, collected with `settings`.
-    pub fn with_status(mut self, settings: Settings) -> Server {
-        self.status = Some(Arc::new(StatusPage {
-            settings,
-            last: tokio::sync::Mutex::new(None),
-        }));
+    /// Serves the status page at `/` and `/status.json`.
+    pub fn with_status(mut self, pages: Arc<dyn StatusPages>) -> Server {
+        self.status = Some(pages);
         self
     }
 
@@ -101,7 +81,7 @@ impl Server {
 }
 
 /// Answers one request on `stream`.
-async fn serve(mut stream: TcpStream, status: Option<Arc<StatusPage>>) {
+async fn serve(mut stream: TcpStream, status: Option<Arc<dyn StatusPages>>) {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(Some(head)) => head,
         _ => return,
@@ -113,16 +93,8 @@ async fn serve(mut stream: TcpStream, status: Option<Arc<StatusPage>>) {
                 (405, "text/plain", "only GET and HEAD\n".to_string(), false)
             } else {
                 let (code, ct, body) = match (path, &status) {
-                    ("/", Some(page)) => (
-                        200,
-                        "text/html; charset=utf-8",
-                        status::render::html(&*page.current().await),
-                    ),
-                    ("/status.json", Some(page)) => (
-                        200,
-                        "application/json",
-                        status::render::json(&*page.current().await),
-                    ),
+                    ("/", Some(pages)) => (200, "text/html; charset=utf-8", pages.html().await),
+                    ("/status.json", Some(pages)) => (200, "application/json", pages.json().await),
                     _ => route(path),
                 };
                 (code, ct, body, head_only)

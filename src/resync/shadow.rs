@@ -17,21 +17,12 @@ use clickhouse::Client;
 use crate::config::DestinationSettings;
 use crate::sink::client::{self as ch_client, SinkError};
 use crate::sink::ddl;
+pub use crate::sink::names::{parked_name, shadow_name};
 use crate::sink::preflight::escape_string;
 
 /// ClickHouse codes that mean "EXCHANGE is not possible here": UNSUPPORTED_METHOD,
 /// NOT_IMPLEMENTED (an Ordinary database), SYNTAX_ERROR (a server older than 20.x).
 const EXCHANGE_UNSUPPORTED: &[u32] = &[1, 48, 62];
-
-/// The shadow table a resync copies `dest` into.
-pub fn shadow_name(dest: &str) -> String {
-    format!("{dest}__pgch_resync")
-}
-
-/// Where the RENAME fallback parks the old table for a moment.
-pub fn parked_name(dest: &str) -> String {
-    format!("{dest}__pgch_resync_old")
-}
 
 /// How the fresh copy became the destination table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //! destination database exists or can be created.
 
 use super::client::{self, SinkError, CODE_ACCESS_DENIED};
-use crate::check::CheckResult;
+use crate::check_result::CheckResult;
 use crate::config::DestinationSettings;
 
 /// The oldest ClickHouse pgch supports: the first LTS with `ReplacingMergeTree(ver, is_deleted)`.
@@ -27,7 +27,7 @@ pub async fn run(settings: &DestinationSettings) -> Vec<CheckResult> {
     out.push(judge_version(&version));
     if out
         .iter()
-        .any(|c| c.outcome == crate::check::Outcome::Failed)
+        .any(|c| c.outcome == crate::check_result::Outcome::Failed)
     {
         return out;
     }
@@ -160,7 +160,7 @@ pub fn escape_string(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::Outcome;
+    use crate::check_result::Outcome;
 
     #[test]
     fn versions_are_judged_by_major_and_minor() {

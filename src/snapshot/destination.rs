@@ -117,7 +117,7 @@ async fn ensure_table(
         &ddl::create_table_sql(&dest.database, &plan.spec, dest.cluster.as_deref()),
     )
     .await?;
-    if plan.is_multiset() && !plan.dest.ends_with(&crate::resync::shadow::shadow_name("")) {
+    if plan.is_multiset() && !crate::sink::names::is_shadow(&plan.dest) {
         // How a multiset reads as Postgres holds it (README: keyless tables).
         let sql = ddl::current_view_sql(&dest.database, &plan.spec, dest.cluster.as_deref());
         ch_client::execute(ch, dest, &sql).await?;
@@ -144,7 +144,7 @@ async fn check_compatible(
     settings: &Settings,
     plan: &mut TablePlan,
 ) -> Result<(), SnapshotError> {
-    use crate::cdc::schema::{add_column_sql, is_safe_widening};
+    use crate::schema::{add_column_sql, is_safe_widening};
     let dest = &settings.destination;
     let text = ch_client::query_text(
         ch,

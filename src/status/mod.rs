@@ -12,6 +12,7 @@
 //! [`render`]), so the rules and the page are tested without servers.
 
 pub mod collect;
+pub mod page;
 pub mod prom;
 pub mod render;
 

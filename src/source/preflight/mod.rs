@@ -14,7 +14,7 @@ use super::row::{column, ReadError};
 
 mod tables;
 use super::wire::{SessionKind, WireConnection, WireError};
-use crate::check::CheckResult;
+use crate::check_result::CheckResult;
 use crate::config::{Mode, PgEndpoint, SourceSettings};
 use tables::describe_publication;
 pub use tables::{
@@ -578,7 +578,7 @@ fn human_mb(mb: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::Outcome;
+    use crate::check_result::Outcome;
     use crate::source::catalog::{PublishedTable, ReplicaIdentity};
 
     fn table(schema: &str, name: &str) -> PublishedTable {

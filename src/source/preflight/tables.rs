@@ -1,7 +1,7 @@
 //! Publication and table checks: actions, tables, SELECT, replica identity, partitions,
 //! destination names, row filters and column lists.
 
-use crate::check::CheckResult;
+use crate::check_result::CheckResult;
 
 /// Destination table names by source `schema.table`, where the config overrides them.
 pub type TableNames = std::collections::BTreeMap<String, String>;
@@ -146,7 +146,7 @@ fn replica_identity_checks(tables: &[PublishedTable]) -> Vec<CheckResult> {
     let mut out: Vec<CheckResult> = tables.iter().filter_map(judge_replica_identity).collect();
     if out
         .iter()
-        .all(|c| c.outcome != crate::check::Outcome::Failed)
+        .all(|c| c.outcome != crate::check_result::Outcome::Failed)
     {
         out.insert(
             0,
