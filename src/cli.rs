@@ -192,6 +192,10 @@ async fn run(config: Option<&std::path::Path>) -> i32 {
         .mode
         .streams()
         .then(|| AbortOnDrop(crate::metrics::slot::spawn(&settings)));
+    let _standby_watcher = settings
+        .mode
+        .streams()
+        .then(|| crate::metrics::standby_slots::spawn(&settings).map(AbortOnDrop));
     let signal = shutdown_signal();
     let shutdown = async move {
         signal.await;

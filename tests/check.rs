@@ -44,11 +44,14 @@ fn assert_warned_with(report: &Report, name: &str, observed: &str) {
     );
 }
 
-/// Everything ok, except the shared cluster's unlimited `max_slot_wal_keep_size`.
+/// Everything ok, except the shared cluster's unlimited `max_slot_wal_keep_size` and
+/// the failover lines a single server without standbys (or before 17) has no use for.
 fn assert_passes(report: &Report) {
     assert!(!report.has_failures(), "{}", report.render_text());
     for c in &report.checks {
-        if c.name != "max_slot_wal_keep_size" {
+        let single_server = matches!(c.name, "failover" | "synchronized_standby_slots")
+            && c.outcome == Outcome::NotApplicable;
+        if c.name != "max_slot_wal_keep_size" && !single_server {
             assert_eq!(c.outcome, Outcome::Ok, "{}", report.render_text());
         }
     }
@@ -692,4 +695,30 @@ async fn an_empty_schema_publication_warns_and_an_empty_table_list_fails() {
         "ALTER PUBLICATION",
     );
     assert_eq!(report.start_blockers().len(), 1, "{}", report.render_text());
+}
+
+#[tokio::test]
+async fn failover_readiness_is_explained_as_unavailable_before_postgres_17() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    let report = check::run(&guide_settings(pg, &src, &[])).await;
+    if pg.version_num < 170000 {
+        let failover = outcome_of(&report, "failover");
+        assert_eq!(failover.len(), 1, "{}", report.render_text());
+        assert_eq!(failover[0].outcome, Outcome::NotApplicable);
+        assert!(
+            failover[0].observed.contains("has no failover slots"),
+            "{}",
+            report.render_text()
+        );
+        assert!(report.named("failover_slot").is_empty());
+    } else {
+        // A single server: the slot will be a failover slot, no standby to keep it.
+        let slot = outcome_of(&report, "failover_slot");
+        assert_eq!(slot[0].outcome, Outcome::Ok, "{}", report.render_text());
+        assert_eq!(
+            outcome_of(&report, "synchronized_standby_slots")[0].outcome,
+            Outcome::NotApplicable
+        );
+    }
 }

@@ -141,6 +141,30 @@ pub struct SourceConfig {
     /// Create (or alter) the slot with `failover` on Postgres 17+, so a promoted
     /// standby that synchronizes slots has it; `false` opts out. Default true.
     pub failover_slot: Option<bool>,
+    /// Hot standbys to check for failover readiness (`pgch check`) and to watch for
+    /// pgch's synchronized slot (`pgch_slot_synced_on_standbys`): URLs as a list, or
+    /// comma-separated from the environment. A URL without a password uses the source's
+    /// when the user is the same.
+    #[serde(default, deserialize_with = "url_list")]
+    pub standby_urls: Option<Vec<String>>,
+}
+
+/// A list of URLs, from TOML as a list or from the environment as `"url1,url2"`.
+fn url_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(Some(match Raw::deserialize(d)? {
+        Raw::List(v) => v,
+        Raw::Text(t) => t
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect(),
+    }))
 }
 
 impl fmt::Debug for SourceConfig {
@@ -158,6 +182,13 @@ impl fmt::Debug for SourceConfig {
             .field("slot", &self.slot)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
             .field("failover_slot", &self.failover_slot)
+            .field(
+                "standby_urls",
+                &self
+                    .standby_urls
+                    .as_ref()
+                    .map(|v| v.iter().map(|u| redact_url(u)).collect::<Vec<_>>()),
+            )
             .finish()
     }
 }
@@ -351,6 +382,8 @@ pub struct SourceSettings {
     /// Whether the slot should be a failover slot (Postgres 17+), so it survives a
     /// promotion of a standby that synchronizes slots.
     pub failover_slot: bool,
+    /// Hot standbys named for failover readiness checks and the synced-slot metric.
+    pub standbys: Vec<PgEndpoint>,
 }
 
 /// Validated ClickHouse settings.
@@ -631,12 +664,39 @@ fn validate_source(src: &SourceConfig) -> Result<SourceSettings, ConfigError> {
     }
     let slot = src.slot.clone().unwrap_or_else(|| DEFAULT_SLOT.to_string());
     validate_slot_name(&slot)?;
+    let standbys = src
+        .standby_urls
+        .iter()
+        .flatten()
+        .map(|url| standby_endpoint(url, &endpoint))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(SourceSettings {
         endpoint,
         publication,
         slot,
         failover_slot: src.failover_slot.unwrap_or(true),
+        standbys,
     })
+}
+
+/// One `source.standby_urls` entry; the source's password, TLS root and timeout fill in
+/// what the URL leaves out, so a standby of the same cluster needs only its address.
+fn standby_endpoint(url: &str, source: &PgEndpoint) -> Result<PgEndpoint, ConfigError> {
+    let mut ep = parse_pg_url(url).map_err(|e| match e {
+        ConfigError::Invalid { rule, .. } => invalid(
+            "source.standby_urls",
+            format!("{}: {rule}", redact_url(url)),
+        ),
+        other => other,
+    })?;
+    if ep.password.is_empty() && ep.user == source.user {
+        ep.password = source.password.clone();
+    }
+    if ep.sslrootcert.is_none() {
+        ep.sslrootcert = source.sslrootcert.clone();
+    }
+    ep.connect_timeout = source.connect_timeout;
+    Ok(ep)
 }
 
 /// Postgres accepts slot names of lower-case letters, digits and underscores only.

@@ -184,3 +184,48 @@ fn example_config_parses_and_validates() {
     let cfg = Config::load_with_env(Some(&path), env(&[])).unwrap();
     cfg.validate().unwrap();
 }
+
+#[test]
+fn standby_urls_come_as_a_comma_list_and_take_the_source_password_for_the_same_user() {
+    let mut e = minimal_env();
+    e.extend(env(&[(
+        "PGCH__SOURCE__STANDBY_URLS",
+        "postgres://clickpipes_user.branch1@standby-1:5432/app, postgres://other:pw%21@standby-2:5433/app",
+    )]));
+    let cfg = Config::load_with_env(None, e).unwrap();
+    let text = format!("{cfg:?}");
+    assert!(!text.contains("pw!") && !text.contains("pw%21"), "{text}");
+    let s = cfg.validate().unwrap();
+    let standbys = &s.source.standbys;
+    assert_eq!(standbys.len(), 2);
+    assert_eq!(standbys[0].host, "standby-1");
+    assert_eq!(
+        standbys[0].password.expose(),
+        "s3cr@t",
+        "the source's, same user"
+    );
+    assert_eq!(standbys[1].port, 5433);
+    assert_eq!(standbys[1].password.expose(), "pw!");
+    assert!(!format!("{s:?}").contains("pw!"));
+
+    let mut bad = minimal_env();
+    bad.push((
+        "PGCH__SOURCE__STANDBY_URLS".into(),
+        "mysql://standby:3306/app".into(),
+    ));
+    let err = Config::load_with_env(None, bad)
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("source.standby_urls"), "{err}");
+}
+
+#[test]
+fn no_standby_urls_means_none_watched() {
+    let s = Config::load_with_env(None, minimal_env())
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert!(s.source.standbys.is_empty());
+}

@@ -21,6 +21,7 @@
 pub mod health;
 pub mod http;
 pub mod slot;
+pub mod standby_slots;
 
 use crate::sink::rowbinary::ClampCounts;
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -77,6 +78,12 @@ pub const SLOT_WAL_STATUS: &str = "pgch_slot_wal_status";
 pub const SLOT_RETAINED_WAL_RATIO: &str = "pgch_slot_retained_wal_ratio";
 /// 1 while a walsender streams from the slot.
 pub const SLOT_ACTIVE: &str = "pgch_slot_active";
+/// 1 when the slot is a failover slot (Postgres 17+; absent before): a promoted standby
+/// that synchronizes slots has it.
+pub const SLOT_FAILOVER: &str = "pgch_slot_failover";
+/// Standbys of `source.standby_urls` holding a synced, valid copy of the slot (absent
+/// when none are given): 0 means a failover now costs a resync.
+pub const SLOT_SYNCED_ON_STANDBYS: &str = "pgch_slot_synced_on_standbys";
 /// Transactions the source spilled to disk while decoding the slot (PG 14+).
 pub const SLOT_SPILLED_TRANSACTIONS_TOTAL: &str = "pgch_slot_spilled_transactions_total";
 /// Bytes the source spilled to disk while decoding the slot (PG 14+).
@@ -122,6 +129,8 @@ pub const ALL: &[&str] = &[
     SLOT_WAL_STATUS,
     SLOT_RETAINED_WAL_RATIO,
     SLOT_ACTIVE,
+    SLOT_FAILOVER,
+    SLOT_SYNCED_ON_STANDBYS,
     SLOT_SPILLED_TRANSACTIONS_TOTAL,
     SLOT_SPILLED_BYTES_TOTAL,
     SLOT_STREAMED_TRANSACTIONS_TOTAL,
@@ -250,6 +259,8 @@ pub struct SlotFigures {
     pub active: bool,
     /// The server's decoding counters for the slot (Postgres 14+).
     pub decoding: Option<DecodingStats>,
+    /// `pg_replication_slots.failover` (Postgres 17+).
+    pub failover: Option<bool>,
 }
 
 /// `pg_stat_replication_slots`: what decoding the slot cost the server, cumulative since
@@ -322,6 +333,8 @@ struct Families {
     slot_wal_status: IntGaugeVec,
     slot_ratio: GaugeVec,
     slot_active: IntGaugeVec,
+    slot_failover: IntGaugeVec,
+    slot_synced_on_standbys: IntGaugeVec,
     /// The `pg_stat_replication_slots` counters, in the order of [`DECODING_COUNTERS`].
     slot_decoding: Vec<IntCounterVec>,
     ready: IntGauge,
@@ -523,6 +536,7 @@ impl Metrics {
             set(&f.slot_max_keep, fig.max_keep_bytes);
             set(&f.slot_safe, fig.safe_wal_bytes);
             set(&f.slot_active, figures.map(|fig| i64::from(fig.active)));
+            set(&f.slot_failover, fig.failover.map(i64::from));
             if let Some(stats) = fig.decoding {
                 let mut seen = self
                     .decoding_seen
@@ -555,6 +569,17 @@ impl Metrics {
                         let _ = f.slot_wal_status.remove_label_values(&[slot, status]);
                     }
                 }
+            }
+        });
+    }
+
+    /// How many of the watched standbys hold a synced copy of `slot`; `None` when none
+    /// could be read (the gauge goes away rather than claim 0).
+    pub fn synced_on_standbys(&self, slot: &str, count: Option<i64>) {
+        self.with(|f| match count {
+            Some(n) => f.slot_synced_on_standbys.with_label_values(&[slot]).set(n),
+            None => {
+                let _ = f.slot_synced_on_standbys.remove_label_values(&[slot]);
             }
         });
     }
@@ -733,6 +758,16 @@ impl Families {
             slot_active: gauge_vec(
                 SLOT_ACTIVE,
                 "1 while a walsender streams from the slot",
+                &[SLOT],
+            )?,
+            slot_failover: gauge_vec(
+                SLOT_FAILOVER,
+                "1 when the slot is a failover slot (Postgres 17+)",
+                &[SLOT],
+            )?,
+            slot_synced_on_standbys: gauge_vec(
+                SLOT_SYNCED_ON_STANDBYS,
+                "Standbys of source.standby_urls holding a synced copy of the slot",
                 &[SLOT],
             )?,
             slot_decoding: DECODING_COUNTERS

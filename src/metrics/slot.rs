@@ -106,12 +106,17 @@ pub async fn poll(
     } else {
         ""
     };
+    let failover = if version >= 170_000 {
+        "r.failover"
+    } else {
+        "NULL::bool"
+    };
     let sql = format!(
         "SELECT (pg_catalog.pg_current_wal_lsn() - r.restart_lsn)::int8, \
                 (pg_catalog.pg_current_wal_lsn() - r.confirmed_flush_lsn)::int8, \
                 r.active, {status}, {safe}, \
                 (SELECT setting || ' ' || coalesce(unit, '') FROM pg_catalog.pg_settings \
-                  WHERE name = 'max_slot_wal_keep_size'), {stats} \
+                  WHERE name = 'max_slot_wal_keep_size'), {stats}, {failover} \
            FROM pg_catalog.pg_replication_slots r {join} WHERE r.slot_name = $1",
         status = if pg13 {
             "r.wal_status::text"
@@ -153,6 +158,7 @@ fn figures(row: &tokio_postgres::Row) -> Result<SlotFigures, ColumnError> {
             }),
             None => None,
         },
+        failover: column(row, 11, WHAT)?,
     })
 }
 

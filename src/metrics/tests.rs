@@ -30,8 +30,10 @@ fn every_family_registers_and_renders() {
                 spilled_bytes: 4096,
                 ..DecodingStats::default()
             }),
+            failover: Some(true),
         }),
     );
+    m.synced_on_standbys("pgch", Some(1));
     m.phase(Phase::Streaming);
     m.made_visible(now_pg_micros() - 3_000_000, now_pg_micros() - 20_000);
     let text = m.render().unwrap();
@@ -59,6 +61,8 @@ fn every_family_registers_and_renders() {
         "pgch_commit_to_visible_seconds_bucket{le=\"0.05\"} 1",
         "pgch_commit_to_visible_seconds_bucket{le=\"5\"} 2",
         "pgch_commit_to_visible_seconds_count 2",
+        "pgch_slot_failover{slot=\"pgch\"} 1",
+        "pgch_slot_synced_on_standbys{slot=\"pgch\"} 1",
     ] {
         assert!(text.contains(needle), "{needle} missing from\n{text}");
     }
@@ -82,6 +86,7 @@ fn a_gone_slot_and_postgres_12_leave_series_absent_not_fake() {
         "pgch_slot_wal_status{",
         "pgch_slot_max_wal_keep_bytes{",
         "pgch_slot_retained_wal_ratio{",
+        "pgch_slot_failover{",
     ] {
         assert!(!text.contains(absent), "{absent} present in\n{text}");
     }

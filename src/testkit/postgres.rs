@@ -255,6 +255,68 @@ impl PgCluster {
         Ok(name)
     }
 
+    /// A hot standby made without `pg_basebackup` (the npm server binaries have none): a
+    /// cold copy of this cluster's cleanly stopped data directory, its slots left
+    /// behind, started with `standby.signal` and streaming from this cluster as the
+    /// superuser. `settings` are appended to the copy's `postgresql.conf` (a physical
+    /// slot in `primary_slot_name`, `sync_replication_slots`, …); this cluster is
+    /// stopped for the copy and started again.
+    pub fn cold_standby(&self, settings: &[(&str, &str)]) -> KitResult<PgCluster> {
+        let root = make_root_dir("pgch-pg-standby")?;
+        let data_dir = root.join("data");
+        let reaper = Reaper::watch(&cleanup_script(&root, &data_dir))?;
+        self.stop_server("fast")?;
+        let copied = run_as_server_user(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&self.data_dir)
+                .arg(&data_dir),
+        );
+        self.pg_ctl_start()?;
+        copied?;
+        // The primary's slots are its own; a copy would block slot synchronization.
+        let slots = data_dir.join("pg_replslot");
+        if let Ok(entries) = std::fs::read_dir(&slots) {
+            for entry in entries.flatten() {
+                std::fs::remove_dir_all(entry.path())
+                    .map_err(|e| format!("remove {}: {e}", entry.path().display()))?;
+            }
+        }
+        write_private(&data_dir.join("standby.signal"), b"")?;
+        let port = free_port()?;
+        let mut conf = format!(
+            "\n# pgch test standby\nport = {port}\nunix_socket_directories = '{}'\nhot_standby = on\n\
+             primary_conninfo = 'host=127.0.0.1 port={} user={SUPERUSER} application_name=standby_{port}'\n",
+            root.display(),
+            self.port
+        );
+        for (k, v) in settings {
+            conf.push_str(&format!("{k} = {v}\n"));
+        }
+        append(&data_dir.join("postgresql.conf"), &conf)?;
+        let standby = PgCluster {
+            port,
+            bin_dir: self.bin_dir.clone(),
+            data_dir,
+            version_num: self.version_num,
+            root,
+            _reaper: reaper,
+        };
+        standby.pg_ctl_start()?;
+        Ok(standby)
+    }
+
+    /// Promotes a standby to a primary and waits until it accepts writes.
+    pub fn promote(&self) -> KitResult<()> {
+        run_as_server_user(
+            Command::new(self.bin_dir.join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.data_dir)
+                .args(["-w", "-t", "60", "promote"]),
+        )
+        .map(|_| ())
+    }
+
     /// A hot standby of this cluster (`pg_basebackup -R`), for tests that must see a replica.
     pub fn standby(&self) -> KitResult<PgCluster> {
         let root = make_root_dir("pgch-pg-standby")?;

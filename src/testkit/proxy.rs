@@ -18,6 +18,7 @@ pub struct TcpProxy {
     cut: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    target: Arc<Mutex<SocketAddr>>,
 }
 
 impl TcpProxy {
@@ -37,8 +38,10 @@ impl TcpProxy {
             cut: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
             open: Arc::new(Mutex::new(Vec::new())),
+            target: Arc::new(Mutex::new(target)),
         };
         let (cut, stop, open) = (proxy.cut.clone(), proxy.stop.clone(), proxy.open.clone());
+        let current = proxy.target.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -48,6 +51,10 @@ impl TcpProxy {
                             continue;
                         }
                         let _ = client.set_nonblocking(false);
+                        let target = match current.lock() {
+                            Ok(t) => *t,
+                            Err(p) => *p.into_inner(),
+                        };
                         let Ok(server) =
                             TcpStream::connect_timeout(&target, Duration::from_secs(5))
                         else {
@@ -80,6 +87,17 @@ impl TcpProxy {
     /// Connections are accepted and forwarded again.
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// From now on forwards to `target`, and breaks every open connection: what a
+    /// client sees when a DNS name that follows the primary (PlanetScale's) moves to a
+    /// promoted standby.
+    pub fn retarget(&self, target: SocketAddr) {
+        match self.target.lock() {
+            Ok(mut t) => *t = target,
+            Err(p) => *p.into_inner() = target,
+        }
+        self.close_all();
     }
 
     fn close_all(&self) {

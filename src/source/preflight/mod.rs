@@ -12,6 +12,7 @@ use super::catalog::{self, quote_ident};
 use super::connect::{self, ConnectError};
 use super::row::{column, ReadError};
 
+mod failover;
 mod tables;
 use super::wire::{SessionKind, WireConnection, WireError};
 use crate::check_result::CheckResult;
@@ -217,6 +218,9 @@ async fn server_checks(
             ),
         ));
         out.extend(slot_checks(client, src, mode, version_num).await?);
+        if mode.streams() {
+            out.extend(failover::checks(client, src, version_num).await?);
+        }
         out.push(wal_keep_check(client, version_num).await?);
         return Ok(out);
     };
@@ -234,6 +238,9 @@ async fn server_checks(
         names,
     ));
     out.extend(slot_checks(client, src, mode, version_num).await?);
+    if mode.streams() {
+        out.extend(failover::checks(client, src, version_num).await?);
+    }
     out.push(wal_keep_check(client, version_num).await?);
     Ok(out)
 }

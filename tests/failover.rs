@@ -1,0 +1,361 @@
+//! Failovers on Postgres 17+ (issue 12): a primary, a hot standby made by a cold copy
+//! (the npm server binaries have no `pg_basebackup`), and pgch reaching "the primary"
+//! through a TCP proxy that is moved to the promoted standby — what a client sees when
+//! a host name that follows the primary (PlanetScale's) moves.
+//!
+//! - A standby that synchronizes slots: `pgch check` passes every failover line, the
+//!   metrics say the slot is a failover slot synced on 1 standby; the primary is
+//!   stopped with `-m immediate` mid-workload and the standby promoted; the same pgch
+//!   process carries on from the new primary, nothing copied again, every table equal.
+//! - A standby that does not: `pgch check` names each missing setting, the metric says
+//!   0, and after the failover pgch stops with "resync required" and the fix.
+//!
+//! Runs on Postgres 17 (or `PGCH_TEST_PG_MAJOR` when that is 17 or newer).
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::converge::{env_value, log_path, slot_active, wait_until};
+use common::process::PgchProcess;
+use common::workload::{differences, duplicate_keys, Workload, SCHEMA};
+use common::{env_for, guide_source, settings_for, GuideSource, PublicationShape};
+use pgch::check::{self, Outcome};
+use pgch::testkit::clickhouse::ClickHouse;
+use pgch::testkit::postgres::{loopback_url, PgCluster, PgOptions};
+use pgch::testkit::proxy::TcpProxy;
+use pgch::testkit::versions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn major() -> u32 {
+    std::env::var("PGCH_TEST_PG_MAJOR")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .filter(|m| *m >= 17)
+        .unwrap_or(17)
+}
+
+fn primary() -> PgCluster {
+    let bin = versions::bin_dir(major()).expect("Postgres 17+ binaries (run .ci/install)");
+    PgCluster::start(PgOptions {
+        bin_dir: Some(bin),
+        ..PgOptions::default()
+    })
+    .expect("start the primary")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn addr(pg: &PgCluster) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], pg.port))
+}
+
+fn url_of(port: u16, src: &GuideSource) -> String {
+    loopback_url(port, &src.user, Some(&src.password), &src.database)
+}
+
+async fn metrics(port: u16) -> Option<String> {
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: pgch\r\n\r\n")
+            .await
+            .ok()?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.ok()?;
+        Some(raw.split_once("\r\n\r\n")?.1.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The value of `name{slot="…"}` on `/metrics`.
+async fn gauge(port: u16, name: &str, slot: &str) -> Option<f64> {
+    let text = metrics(port).await?;
+    let series = format!("{name}{{slot=\"{slot}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn wait_gauge(port: u16, name: &str, slot: &str, want: f64, log: &PathBuf) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = gauge(port, name, slot).await;
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} = {got:?}, want {want}\n--- pgch log ---\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn run_transactions(pg: &PgCluster, db: &str, w: &mut Workload, n: usize) {
+    for _ in 0..n {
+        pg.sql(db, &w.transaction()).expect("workload transaction");
+    }
+}
+
+async fn wait_equal(pg: &PgCluster, db: &str, ch_db: &str, log: &PathBuf) {
+    let ch = ClickHouse::shared();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let diffs = differences(pg, db, ch, ch_db).await;
+        if diffs.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not equal:\n{}\n--- pgch log ---\n{}",
+            diffs.join("\n"),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `_pgch_state` rows that record copies, with when they were last written, sorted: a
+/// copy made again would rewrite them.
+async fn copy_records(ch_db: &str) -> String {
+    ClickHouse::shared()
+        .query(&format!(
+            "SELECT key, argMax(value, updated_at), max(updated_at) FROM {ch_db}._pgch_state \
+             WHERE key LIKE 'complete/%' OR key LIKE 'copy/%' OR key LIKE 'copied/%' \
+             GROUP BY key ORDER BY key FORMAT TSV"
+        ))
+        .await
+        .unwrap_or_default()
+}
+
+fn outcome_of(report: &check::Report, name: &str) -> Vec<Outcome> {
+    report.named(name).iter().map(|c| c.outcome).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_a_standby_that_synchronizes_slots_loses_nothing_and_copies_nothing_again() {
+    let primary = primary();
+    primary
+        .sql(
+            "postgres",
+            "SELECT pg_create_physical_replication_slot('standby_a', true)",
+        )
+        .unwrap();
+    let src = guide_source(&primary, None, PublicationShape::ForTable);
+    primary.sql(&src.database, SCHEMA).unwrap();
+    let standby = primary
+        .cold_standby(&[
+            ("primary_slot_name", "'standby_a'"),
+            ("hot_standby_feedback", "on"),
+            ("sync_replication_slots", "on"),
+            (
+                "primary_conninfo",
+                &format!(
+                    "'host=127.0.0.1 port={} user=postgres dbname=postgres'",
+                    primary.port
+                ),
+            ),
+        ])
+        .unwrap();
+    primary
+        .sql(
+            "postgres",
+            "ALTER SYSTEM SET synchronized_standby_slots = 'standby_a'; SELECT pg_reload_conf();",
+        )
+        .unwrap();
+
+    let proxy = TcpProxy::start(addr(&primary)).unwrap();
+    let metrics_port = free_port();
+    let env = env_for(
+        &url_of(proxy.port, &src),
+        &src.publication,
+        &[
+            ("PGCH__SOURCE__STANDBY_URLS", &url_of(standby.port, &src)),
+            (
+                "PGCH__METRICS__LISTEN",
+                &format!("127.0.0.1:{metrics_port}"),
+            ),
+            ("PGCH__METRICS__SLOT_POLL_SECS", "1"),
+        ],
+    );
+    let slot = env_value(&env, "PGCH__SOURCE__SLOT");
+    let ch_db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path("pgch-failover");
+    let mut pgch = PgchProcess::run(&env, &[], log.clone());
+    wait_until(Duration::from_secs(90), "pgch streams", || {
+        slot_active(&primary, &src.database, &slot)
+    })
+    .await;
+
+    let mut w = Workload::new(0x0fa1_10e7);
+    run_transactions(&primary, &src.database, &mut w, 20);
+    wait_gauge(metrics_port, "pgch_slot_failover", &slot, 1.0, &log).await;
+    wait_gauge(
+        metrics_port,
+        "pgch_slot_synced_on_standbys",
+        &slot,
+        1.0,
+        &log,
+    )
+    .await;
+
+    // pgch check, as the guide's user, with the standby named: every failover line passes.
+    let settings = settings_for(
+        &url_of(primary.port, &src),
+        &src.publication,
+        &[
+            ("PGCH__SOURCE__SLOT", &slot),
+            ("PGCH__SOURCE__STANDBY_URLS", &url_of(standby.port, &src)),
+        ],
+    );
+    let report = check::run(&settings).await;
+    for name in [
+        "failover_slot",
+        "synchronized_standby_slots",
+        "standby_sync_replication_slots",
+        "standby_hot_standby_feedback",
+        "standby_primary_slot_name",
+        "standby_slot_synced",
+    ] {
+        assert_eq!(
+            outcome_of(&report, name),
+            [Outcome::Ok],
+            "{name}\n{}",
+            report.render_text()
+        );
+    }
+    // primary_conninfo holds a password: the guide's user may not read it.
+    assert_eq!(
+        outcome_of(&report, "standby_primary_conninfo"),
+        [Outcome::NotApplicable]
+    );
+
+    wait_equal(&primary, &src.database, &ch_db, &log).await;
+    let copies_before = copy_records(&ch_db).await;
+    assert!(copies_before.contains("complete/"), "{copies_before}");
+
+    // Mid-workload: more transactions, then the primary dies without a clean stop.
+    run_transactions(&primary, &src.database, &mut w, 30);
+    primary.stop_server("immediate").unwrap();
+    standby.promote().unwrap();
+    proxy.retarget(addr(&standby));
+
+    // The workload goes on against the new primary; pgch finds its slot there by itself.
+    run_transactions(&standby, &src.database, &mut w, 30);
+    wait_equal(&standby, &src.database, &ch_db, &log).await;
+    assert_eq!(duplicate_keys(ClickHouse::shared(), &ch_db).await, 0);
+    assert!(
+        pgch.try_status().is_none(),
+        "pgch carries on across the failover"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains("resync required"), "{text}");
+    assert_eq!(
+        copy_records(&ch_db).await,
+        copies_before,
+        "no table was copied again"
+    );
+    assert!(slot_active(&standby, &src.database, &slot));
+    let status = pgch.terminate(Duration::from_secs(60));
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_does_not_synchronize_slots_is_named_by_check_and_a_failover_to_it_stops_with_resync_required(
+) {
+    let primary = primary();
+    let src = guide_source(&primary, None, PublicationShape::ForTable);
+    primary.sql(&src.database, SCHEMA).unwrap();
+    let standby = primary.cold_standby(&[]).unwrap();
+
+    let proxy = TcpProxy::start(addr(&primary)).unwrap();
+    let metrics_port = free_port();
+    let env = env_for(
+        &url_of(proxy.port, &src),
+        &src.publication,
+        &[
+            ("PGCH__SOURCE__STANDBY_URLS", &url_of(standby.port, &src)),
+            (
+                "PGCH__METRICS__LISTEN",
+                &format!("127.0.0.1:{metrics_port}"),
+            ),
+            ("PGCH__METRICS__SLOT_POLL_SECS", "1"),
+        ],
+    );
+    let slot = env_value(&env, "PGCH__SOURCE__SLOT");
+    let ch_db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path("pgch-failover-not-ready");
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    wait_until(Duration::from_secs(90), "pgch streams", || {
+        slot_active(&primary, &src.database, &slot)
+    })
+    .await;
+    wait_gauge(metrics_port, "pgch_slot_failover", &slot, 1.0, &log).await;
+    wait_gauge(
+        metrics_port,
+        "pgch_slot_synced_on_standbys",
+        &slot,
+        0.0,
+        &log,
+    )
+    .await;
+
+    let settings = settings_for(
+        &url_of(primary.port, &src),
+        &src.publication,
+        &[
+            ("PGCH__SOURCE__SLOT", &slot),
+            ("PGCH__SOURCE__STANDBY_URLS", &url_of(standby.port, &src)),
+        ],
+    );
+    let report = check::run(&settings).await;
+    for name in [
+        "standby_sync_replication_slots",
+        "standby_hot_standby_feedback",
+        "standby_primary_slot_name",
+        "standby_slot_synced",
+        "synchronized_standby_slots",
+    ] {
+        assert_eq!(
+            outcome_of(&report, name),
+            [Outcome::Warning],
+            "{name}\n{}",
+            report.render_text()
+        );
+    }
+    let text = report.render_text();
+    assert!(text.contains("sync_replication_slots = on"), "{text}");
+    assert!(!report.has_failures(), "pgch works today:\n{text}");
+
+    let mut w = Workload::new(0x0bad_5107);
+    run_transactions(&primary, &src.database, &mut w, 20);
+    wait_equal(&primary, &src.database, &ch_db, &log).await;
+    primary.stop_server("immediate").unwrap();
+    standby.promote().unwrap();
+    proxy.retarget(addr(&standby));
+    run_transactions(&standby, &src.database, &mut w, 5);
+
+    let status = pgch
+        .wait(Duration::from_secs(120))
+        .expect("pgch stops after a failover that lost its slot");
+    assert!(!status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("resync required"), "{text}");
+    assert!(
+        text.contains("sync_replication_slots = on"),
+        "the fix: {text}"
+    );
+}
