@@ -29,6 +29,8 @@ fn endpoint(
         sslmode,
         sslrootcert: root,
         connect_timeout: std::time::Duration::from_secs(10),
+        other_hosts: Vec::new(),
+        read_write_only: false,
     }
 }
 

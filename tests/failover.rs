@@ -1,14 +1,17 @@
-//! Failovers on Postgres 17+ (issue 12): a primary, a hot standby made by a cold copy
-//! (the npm server binaries have no `pg_basebackup`), and pgch reaching "the primary"
-//! through a TCP proxy that is moved to the promoted standby — what a client sees when
-//! a host name that follows the primary (PlanetScale's) moves.
+//! Failovers on Postgres 17+ (issue 12): a primary and a hot standby made by a cold copy
+//! (the npm server binaries have no `pg_basebackup`); pgch reaches "the primary" through
+//! a two-host URL with `target_session_attrs=read-write`, or through a TCP proxy that is
+//! moved to the promoted standby — what a client sees when a host name that follows the
+//! primary (PlanetScale's) moves.
 //!
 //! - A standby that synchronizes slots: `pgch check` passes every failover line, the
 //!   metrics say the slot is a failover slot synced on 1 standby; the primary is
 //!   stopped with `-m immediate` mid-workload and the standby promoted; the same pgch
-//!   process carries on from the new primary, nothing copied again, every table equal.
+//!   process, given both hosts, carries on from the new primary, nothing copied again,
+//!   every table equal.
 //! - A standby that does not: `pgch check` names each missing setting, the metric says
-//!   0, and after the failover pgch stops with "resync required" and the fix.
+//!   0, and after the failover (through the proxy) pgch stops with "resync required"
+//!   and the fix.
 //!
 //! Runs on Postgres 17 (or `PGCH_TEST_PG_MAJOR` when that is 17 or newer).
 
@@ -177,10 +180,16 @@ async fn a_failover_to_a_standby_that_synchronizes_slots_loses_nothing_and_copie
         )
         .unwrap();
 
-    let proxy = TcpProxy::start(addr(&primary)).unwrap();
+    // Both hosts, libpq style: pgch finds whichever is primary now.
+    let two_hosts = url_of(primary.port, &src).replacen(
+        &format!(":{}/", primary.port),
+        &format!(":{},127.0.0.1:{}/", primary.port, standby.port),
+        1,
+    ) + "&target_session_attrs=read-write";
+    assert!(two_hosts.contains(','), "{two_hosts}");
     let metrics_port = free_port();
     let env = env_for(
-        &url_of(proxy.port, &src),
+        &two_hosts,
         &src.publication,
         &[
             ("PGCH__SOURCE__STANDBY_URLS", &url_of(standby.port, &src)),
@@ -251,9 +260,8 @@ async fn a_failover_to_a_standby_that_synchronizes_slots_loses_nothing_and_copie
     run_transactions(&primary, &src.database, &mut w, 30);
     primary.stop_server("immediate").unwrap();
     standby.promote().unwrap();
-    proxy.retarget(addr(&standby));
 
-    // The workload goes on against the new primary; pgch finds its slot there by itself.
+    // The workload goes on against the new primary; pgch finds it and its slot there.
     run_transactions(&standby, &src.database, &mut w, 30);
     wait_equal(&standby, &src.database, &ch_db, &log).await;
     assert_eq!(duplicate_keys(ClickHouse::shared(), &ch_db).await, 0);
@@ -269,6 +277,10 @@ async fn a_failover_to_a_standby_that_synchronizes_slots_loses_nothing_and_copie
         "no table was copied again"
     );
     assert!(slot_active(&standby, &src.database, &slot));
+    assert!(
+        text.contains("replication session lost"),
+        "pgch saw the failover:\n{text}"
+    );
     let status = pgch.terminate(Duration::from_secs(60));
     assert!(status.success(), "{status:?}");
 }

@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod endpoint;
 mod url;
 
+pub use self::endpoint::PgEndpoint;
 use self::url::parse_pg_url;
 pub use self::url::redact_url;
 
@@ -348,31 +350,6 @@ pub struct Config {
     pub tables: Vec<TableConfig>,
 }
 
-/// Everything needed to reach Postgres, resolved from a URL or separate keys.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PgEndpoint {
-    pub host: String,
-    pub port: u16,
-    /// Passed through untouched: PlanetScale's `user.branch` is just a user name.
-    pub user: String,
-    pub password: Secret,
-    pub database: String,
-    pub sslmode: SslMode,
-    pub sslrootcert: Option<PathBuf>,
-    pub connect_timeout: Duration,
-}
-
-impl PgEndpoint {
-    /// `host:port`, for messages that must name the server.
-    pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
 /// Validated source settings.
 #[derive(Clone, Debug)]
 pub struct SourceSettings {
@@ -616,6 +593,8 @@ fn validate_source(src: &SourceConfig) -> Result<SourceSettings, ConfigError> {
                 sslmode: SslMode::default(),
                 sslrootcert: None,
                 connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
+                other_hosts: Vec::new(),
+                read_write_only: false,
             }
         }
     };

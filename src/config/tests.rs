@@ -229,3 +229,44 @@ fn no_standby_urls_means_none_watched() {
         .unwrap();
     assert!(s.source.standbys.is_empty());
 }
+
+#[test]
+fn a_multi_host_url_lists_every_host_in_order_and_may_ask_for_the_primary() {
+    let mut e = minimal_env();
+    e.retain(|(k, _)| k != "PGCH__SOURCE__URL");
+    e.push((
+        "PGCH__SOURCE__URL".into(),
+        "postgres://u.main:p%40ss@db-a:5432,db-b:5433,[::1]/app?target_session_attrs=read-write&sslmode=disable".into(),
+    ));
+    let cfg = Config::load_with_env(None, e).unwrap();
+    assert!(!format!("{cfg:?}").contains("p%40ss"), "{cfg:?}");
+    let ep = cfg.validate().unwrap().source.endpoint;
+    assert_eq!((ep.host.as_str(), ep.port), ("db-a", 5432));
+    assert_eq!(
+        ep.other_hosts,
+        [("db-b".to_string(), 5433), ("::1".to_string(), 5432)]
+    );
+    assert!(ep.read_write_only);
+    assert_eq!(ep.password.expose(), "p@ss");
+    assert_eq!(ep.database, "app");
+    assert_eq!(ep.address(), "db-a:5432,db-b:5433,[::1]:5432");
+    let hosts: Vec<String> = ep.candidates().iter().map(|c| c.address()).collect();
+    assert_eq!(hosts, ["db-a:5432", "db-b:5433", "[::1]:5432"]);
+    assert!(ep.candidates().iter().all(|c| c.read_write_only));
+
+    assert_eq!(
+        redact_url("postgres://u:secret@a:1,b:2/db?x=1"),
+        "postgres://u:***@a:1,b:2/db?x=1"
+    );
+    for bad in [
+        "postgres://u@a:5432,b:notaport/db",
+        "postgres://u@a:5432,/db",
+        "postgres://u@a/db?target_session_attrs=standby",
+    ] {
+        let mut e = minimal_env();
+        e.retain(|(k, _)| k != "PGCH__SOURCE__URL");
+        e.push(("PGCH__SOURCE__URL".into(), bad.into()));
+        let err = Config::load_with_env(None, e).unwrap().validate();
+        assert!(err.is_err(), "{bad}");
+    }
+}

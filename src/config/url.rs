@@ -12,7 +12,8 @@ use super::{
 };
 
 pub(super) fn parse_pg_url(raw: &str) -> Result<PgEndpoint, ConfigError> {
-    let url = url::Url::parse(raw).map_err(|e| {
+    let (single, other_hosts) = split_hosts(raw)?;
+    let url = url::Url::parse(&single).map_err(|e| {
         invalid(
             "source.url",
             format!("not a valid URL ({e}); expected postgres://user:password@host:5432/database"),
@@ -54,6 +55,8 @@ pub(super) fn parse_pg_url(raw: &str) -> Result<PgEndpoint, ConfigError> {
         sslmode: SslMode::default(),
         sslrootcert: None,
         connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
+        other_hosts,
+        read_write_only: false,
     };
     for (key, value) in url.query_pairs() {
         match key.as_ref() {
@@ -67,15 +70,85 @@ pub(super) fn parse_pg_url(raw: &str) -> Result<PgEndpoint, ConfigError> {
                 })?;
                 ep.connect_timeout = Duration::from_secs(secs.max(1));
             }
+            "target_session_attrs" => {
+                ep.read_write_only = match value.as_ref() {
+                    "read-write" | "primary" => true,
+                    "any" => false,
+                    other => {
+                        return Err(invalid(
+                            "source.url",
+                            format!("target_session_attrs={other} is not supported: use read-write (only the primary may be used) or any"),
+                        ))
+                    }
+                }
+            }
             other => {
                 return Err(invalid(
                     "source.url",
-                    format!("unsupported URL parameter `{other}` (supported: sslmode, sslrootcert, connect_timeout)"),
+                    format!("unsupported URL parameter `{other}` (supported: sslmode, sslrootcert, connect_timeout, target_session_attrs)"),
                 ))
             }
         }
     }
     Ok(ep)
+}
+
+/// A multi-host URL (`postgres://u:p@h1:5432,h2:5433/db`, libpq syntax) as the URL of
+/// its first host, which the `url` crate parses, and the other hosts in order.
+fn split_hosts(raw: &str) -> Result<(String, Vec<(String, u16)>), ConfigError> {
+    let Some(scheme_end) = raw.find("://") else {
+        return Ok((raw.to_string(), Vec::new()));
+    };
+    let after = scheme_end + 3;
+    let authority_end = raw[after..]
+        .find(['/', '?', '#'])
+        .map_or(raw.len(), |i| after + i);
+    let authority = &raw[after..authority_end];
+    let hosts_start = authority.rfind('@').map_or(0, |i| i + 1);
+    let hosts = &authority[hosts_start..];
+    if !hosts.contains(',') {
+        return Ok((raw.to_string(), Vec::new()));
+    }
+    let mut parts = hosts.split(',');
+    let first = parts.next().unwrap_or_default();
+    let mut others = Vec::new();
+    for part in parts {
+        others.push(parse_host_port(part)?);
+    }
+    let single = format!(
+        "{}{}{}",
+        &raw[..after + hosts_start],
+        first,
+        &raw[authority_end..]
+    );
+    Ok((single, others))
+}
+
+/// `host`, `host:port` or `[v6]:port` of a multi-host URL.
+fn parse_host_port(part: &str) -> Result<(String, u16), ConfigError> {
+    let bad = || {
+        invalid(
+            "source.url",
+            format!("`{part}` in the host list is not host or host:port"),
+        )
+    };
+    let (host, port) = if let Some(rest) = part.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']').ok_or_else(bad)?;
+        (host, tail.strip_prefix(':'))
+    } else {
+        match part.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (part, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let port = match port {
+        Some(p) => p.parse().map_err(|_| bad())?,
+        None => DEFAULT_PG_PORT,
+    };
+    Ok((host.to_string(), port))
 }
 
 pub(super) fn parse_sslmode(value: &str) -> Result<SslMode, ConfigError> {
@@ -103,6 +176,36 @@ fn decode_component(raw: &str, key: &'static str) -> Result<String, ConfigError>
 
 /// Replaces the password in a URL with `***`, for logs and `Debug`.
 pub fn redact_url(raw: &str) -> String {
+    let (single, others) = match split_hosts(raw) {
+        Ok(split) => split,
+        Err(_) => return "<unparseable url>".to_string(),
+    };
+    if !others.is_empty() {
+        // Redact the first host's form, then put the host list back.
+        let redacted = redact_url(&single);
+        let list: Vec<String> = others
+            .iter()
+            .map(|(h, p)| {
+                if h.contains(':') {
+                    format!("[{h}]:{p}")
+                } else {
+                    format!("{h}:{p}")
+                }
+            })
+            .collect();
+        return match redacted.find("://").and_then(|i| {
+            let after = i + 3;
+            redacted[after..].find(['/', '?', '#']).map(|j| after + j)
+        }) {
+            Some(end) => format!(
+                "{},{}{}",
+                &redacted[..end],
+                list.join(","),
+                &redacted[end..]
+            ),
+            None => format!("{redacted},{}", list.join(",")),
+        };
+    }
     match url::Url::parse(raw) {
         Ok(mut url) => {
             if url.password().is_some() {

@@ -34,8 +34,59 @@ pub struct ConnectError {
     pub sqlstate: Option<String>,
 }
 
-/// Opens an ordinary connection and pins the session settings.
+/// Opens an ordinary connection and pins the session settings. With several hosts
+/// (a multi-host URL) they are tried in order, and with `target_session_attrs=read-write`
+/// a read-only one (a standby) is skipped: after a failover the new primary is found.
 pub async fn connect(ep: &PgEndpoint) -> Result<Client, ConnectError> {
+    if !ep.chooses_host() {
+        return connect_one(ep).await;
+    }
+    let mut tried = Vec::new();
+    let mut sqlstate = None;
+    let mut skipped_read_only = false;
+    for candidate in ep.candidates() {
+        match connect_one(&candidate).await {
+            Ok(client) if !ep.read_write_only => return Ok(client),
+            Ok(client) => match read_only(&client).await {
+                Ok(false) => return Ok(client),
+                Ok(true) => {
+                    skipped_read_only = true;
+                    tried.push(format!("{} is read-only (a standby)", candidate.address()));
+                }
+                Err(e) => tried.push(describe(&candidate, &e).message),
+            },
+            Err(e) => {
+                sqlstate = e.sqlstate.clone();
+                tried.push(e.message);
+            }
+        }
+    }
+    Err(ConnectError {
+        message: format!(
+            "no host of {} {}: {}",
+            ep.address(),
+            if ep.read_write_only {
+                "is a read-write primary"
+            } else {
+                "accepted the connection"
+            },
+            tried.join("; ")
+        ),
+        // A standby that is read-only now may be promoted soon: not the server's refusal.
+        sqlstate: if skipped_read_only { None } else { sqlstate },
+    })
+}
+
+/// `transaction_read_only`: on for a standby (or a primary set read-only).
+async fn read_only(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    let rows = client.simple_query("SHOW transaction_read_only").await?;
+    Ok(rows.iter().any(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0) == Some("on"),
+        _ => false,
+    }))
+}
+
+async fn connect_one(ep: &PgEndpoint) -> Result<Client, ConnectError> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&ep.host)
         .port(ep.port)

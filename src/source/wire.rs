@@ -68,6 +68,9 @@ pub enum WireError {
     Protocol { server: String, detail: String },
     #[error("Postgres at {server} asked for {method} authentication, which pgch does not support")]
     UnsupportedAuth { server: String, method: String },
+    /// `target_session_attrs=read-write` and no host was a primary (mid-failover: retried).
+    #[error("no host of {servers} is a read-write primary: {detail}")]
+    NoPrimary { servers: String, detail: String },
 }
 
 impl WireError {
@@ -136,7 +139,51 @@ pub type TextRow = Vec<Option<String>>;
 impl WireConnection {
     /// Connects, negotiates TLS, starts the session and authenticates, within the
     /// endpoint's connect timeout.
+    /// With several hosts they are tried in order; with `target_session_attrs=read-write`
+    /// a read-only one (a standby) is skipped.
     pub async fn connect(ep: &PgEndpoint, kind: SessionKind) -> Result<Self, WireError> {
+        if !ep.chooses_host() {
+            return Self::connect_timed(ep, kind).await;
+        }
+        let mut tried = Vec::new();
+        let mut last = None;
+        for candidate in ep.candidates() {
+            match Self::connect_timed(&candidate, kind).await {
+                Ok(conn) if !ep.read_write_only => return Ok(conn),
+                Ok(mut conn) => match conn.simple_query("SHOW transaction_read_only").await {
+                    Ok(rows)
+                        if rows
+                            .first()
+                            .and_then(|r| r.first())
+                            .cloned()
+                            .flatten()
+                            .as_deref()
+                            == Some("off") =>
+                    {
+                        return Ok(conn)
+                    }
+                    Ok(_) => {
+                        conn.close().await;
+                        tried.push(format!("{} is read-only (a standby)", candidate.address()));
+                    }
+                    Err(e) => tried.push(e.to_string()),
+                },
+                Err(e) => {
+                    tried.push(e.to_string());
+                    last = Some(e);
+                }
+            }
+        }
+        match last {
+            Some(e) if !ep.read_write_only => Err(e),
+            _ => Err(WireError::NoPrimary {
+                servers: ep.address(),
+                detail: tried.join("; "),
+            }),
+        }
+    }
+
+    async fn connect_timed(ep: &PgEndpoint, kind: SessionKind) -> Result<Self, WireError> {
         let server = ep.address();
         let secs = ep.connect_timeout.as_secs();
         match tokio::time::timeout(ep.connect_timeout, Self::connect_inner(ep, kind)).await {
