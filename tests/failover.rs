@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::converge::{env_value, log_path, slot_active, wait_until};
 use common::process::PgchProcess;
+use common::scrape::{http_get, value};
 use common::workload::{differences, duplicate_keys, Workload, SCHEMA};
 use common::{env_for, guide_source, settings_for, GuideSource, PublicationShape};
 use pgch::check::{self, Outcome};
@@ -30,7 +31,6 @@ use pgch::testkit::clickhouse::ClickHouse;
 use pgch::testkit::postgres::{loopback_url, PgCluster, PgOptions};
 use pgch::testkit::proxy::TcpProxy;
 use pgch::testkit::versions;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn major() -> u32 {
     std::env::var("PGCH_TEST_PG_MAJOR")
@@ -64,31 +64,10 @@ fn url_of(port: u16, src: &GuideSource) -> String {
     loopback_url(port, &src.user, Some(&src.password), &src.database)
 }
 
-async fn metrics(port: u16) -> Option<String> {
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: pgch\r\n\r\n")
-            .await
-            .ok()?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).await.ok()?;
-        Some(raw.split_once("\r\n\r\n")?.1.to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(5), fetch)
-        .await
-        .ok()
-        .flatten()
-}
-
 /// The value of `name{slot="…"}` on `/metrics`.
 async fn gauge(port: u16, name: &str, slot: &str) -> Option<f64> {
-    let text = metrics(port).await?;
-    let series = format!("{name}{{slot=\"{slot}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse().ok())
+    let (_, text) = http_get(SocketAddr::from(([127, 0, 0, 1], port)), "/metrics").await?;
+    value(&text, name, &format!("slot=\"{slot}\""))
 }
 
 async fn wait_gauge(port: u16, name: &str, slot: &str, want: f64, log: &PathBuf) {
@@ -144,6 +123,71 @@ async fn copy_records(ch_db: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A running `pgch run` that watches `standby`, and what the test reads of it.
+struct Streaming {
+    pgch: PgchProcess,
+    slot: String,
+    ch_db: String,
+    log: PathBuf,
+    metrics_port: u16,
+}
+
+/// Starts pgch on `source_url` (scraping every second) and waits until it streams.
+async fn start_streaming(
+    source_url: &str,
+    src: &GuideSource,
+    primary: &PgCluster,
+    standby: &PgCluster,
+    log_prefix: &str,
+) -> Streaming {
+    let metrics_port = free_port();
+    let env = env_for(
+        source_url,
+        &src.publication,
+        &[
+            ("PGCH__SOURCE__STANDBY_URLS", &url_of(standby.port, src)),
+            (
+                "PGCH__METRICS__LISTEN",
+                &format!("127.0.0.1:{metrics_port}"),
+            ),
+            ("PGCH__METRICS__SLOT_POLL_SECS", "1"),
+        ],
+    );
+    let slot = env_value(&env, "PGCH__SOURCE__SLOT");
+    let ch_db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path(log_prefix);
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    wait_until(Duration::from_secs(90), "pgch streams", || {
+        slot_active(primary, &src.database, &slot)
+    })
+    .await;
+    Streaming {
+        pgch,
+        slot,
+        ch_db,
+        log,
+        metrics_port,
+    }
+}
+
+/// `pgch check` as the guide's user on the primary, with `standby` named.
+async fn failover_report(
+    primary: &PgCluster,
+    src: &GuideSource,
+    slot: &str,
+    standby: &PgCluster,
+) -> check::Report {
+    let settings = settings_for(
+        &url_of(primary.port, src),
+        &src.publication,
+        &[
+            ("PGCH__SOURCE__SLOT", slot),
+            ("PGCH__SOURCE__STANDBY_URLS", &url_of(standby.port, src)),
+        ],
+    );
+    check::run(&settings).await
+}
+
 fn outcome_of(report: &check::Report, name: &str) -> Vec<Outcome> {
     report.named(name).iter().map(|c| c.outcome).collect()
 }
@@ -187,27 +231,13 @@ async fn a_failover_to_a_standby_that_synchronizes_slots_loses_nothing_and_copie
         1,
     ) + "&target_session_attrs=read-write";
     assert!(two_hosts.contains(','), "{two_hosts}");
-    let metrics_port = free_port();
-    let env = env_for(
-        &two_hosts,
-        &src.publication,
-        &[
-            ("PGCH__SOURCE__STANDBY_URLS", &url_of(standby.port, &src)),
-            (
-                "PGCH__METRICS__LISTEN",
-                &format!("127.0.0.1:{metrics_port}"),
-            ),
-            ("PGCH__METRICS__SLOT_POLL_SECS", "1"),
-        ],
-    );
-    let slot = env_value(&env, "PGCH__SOURCE__SLOT");
-    let ch_db = env_value(&env, "PGCH__DESTINATION__DATABASE");
-    let log = log_path("pgch-failover");
-    let mut pgch = PgchProcess::run(&env, &[], log.clone());
-    wait_until(Duration::from_secs(90), "pgch streams", || {
-        slot_active(&primary, &src.database, &slot)
-    })
-    .await;
+    let Streaming {
+        mut pgch,
+        slot,
+        ch_db,
+        log,
+        metrics_port,
+    } = start_streaming(&two_hosts, &src, &primary, &standby, "pgch-failover").await;
 
     let mut w = Workload::new(0x0fa1_10e7);
     run_transactions(&primary, &src.database, &mut w, 20);
@@ -222,15 +252,7 @@ async fn a_failover_to_a_standby_that_synchronizes_slots_loses_nothing_and_copie
     .await;
 
     // pgch check, as the guide's user, with the standby named: every failover line passes.
-    let settings = settings_for(
-        &url_of(primary.port, &src),
-        &src.publication,
-        &[
-            ("PGCH__SOURCE__SLOT", &slot),
-            ("PGCH__SOURCE__STANDBY_URLS", &url_of(standby.port, &src)),
-        ],
-    );
-    let report = check::run(&settings).await;
+    let report = failover_report(&primary, &src, &slot, &standby).await;
     for name in [
         "failover_slot",
         "synchronized_standby_slots",
@@ -294,26 +316,19 @@ async fn a_standby_that_does_not_synchronize_slots_is_named_by_check_and_a_failo
     let standby = primary.cold_standby(&[]).unwrap();
 
     let proxy = TcpProxy::start(addr(&primary)).unwrap();
-    let metrics_port = free_port();
-    let env = env_for(
+    let Streaming {
+        pgch,
+        slot,
+        ch_db,
+        log,
+        metrics_port,
+    } = start_streaming(
         &url_of(proxy.port, &src),
-        &src.publication,
-        &[
-            ("PGCH__SOURCE__STANDBY_URLS", &url_of(standby.port, &src)),
-            (
-                "PGCH__METRICS__LISTEN",
-                &format!("127.0.0.1:{metrics_port}"),
-            ),
-            ("PGCH__METRICS__SLOT_POLL_SECS", "1"),
-        ],
-    );
-    let slot = env_value(&env, "PGCH__SOURCE__SLOT");
-    let ch_db = env_value(&env, "PGCH__DESTINATION__DATABASE");
-    let log = log_path("pgch-failover-not-ready");
-    let pgch = PgchProcess::run(&env, &[], log.clone());
-    wait_until(Duration::from_secs(90), "pgch streams", || {
-        slot_active(&primary, &src.database, &slot)
-    })
+        &src,
+        &primary,
+        &standby,
+        "pgch-failover-not-ready",
+    )
     .await;
     wait_gauge(metrics_port, "pgch_slot_failover", &slot, 1.0, &log).await;
     wait_gauge(
@@ -325,15 +340,7 @@ async fn a_standby_that_does_not_synchronize_slots_is_named_by_check_and_a_failo
     )
     .await;
 
-    let settings = settings_for(
-        &url_of(primary.port, &src),
-        &src.publication,
-        &[
-            ("PGCH__SOURCE__SLOT", &slot),
-            ("PGCH__SOURCE__STANDBY_URLS", &url_of(standby.port, &src)),
-        ],
-    );
-    let report = check::run(&settings).await;
+    let report = failover_report(&primary, &src, &slot, &standby).await;
     for name in [
         "standby_sync_replication_slots",
         "standby_hot_standby_feedback",

@@ -31,7 +31,11 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn sources() -> Vec<(String, String)> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    files_under("src")
+}
+
+fn files_under(dir: &str) -> Vec<(String, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     files.sort();
@@ -96,6 +100,18 @@ fn no_source_file_is_longer_than_800_lines() {
         .filter_map(|(rel, text)| {
             let lines = text.lines().count();
             (lines > MAX_LINES).then(|| format!("{rel}: {lines} lines"))
+        })
+        .collect();
+    assert!(long.is_empty(), "split these by job: {long:?}");
+}
+
+#[test]
+fn no_test_file_is_longer_than_800_lines() {
+    let long: Vec<String> = files_under("tests")
+        .into_iter()
+        .filter_map(|(rel, text)| {
+            let lines = text.lines().count();
+            (lines > MAX_LINES).then(|| format!("tests/{rel}: {lines} lines"))
         })
         .collect();
     assert!(long.is_empty(), "split these by job: {long:?}");

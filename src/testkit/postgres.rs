@@ -294,6 +294,17 @@ impl PgCluster {
             conf.push_str(&format!("{k} = {v}\n"));
         }
         append(&data_dir.join("postgresql.conf"), &conf)?;
+        self.start_standby(port, root, data_dir, reaper)
+    }
+
+    /// Starts a standby of this cluster from a prepared data directory.
+    fn start_standby(
+        &self,
+        port: u16,
+        root: PathBuf,
+        data_dir: PathBuf,
+        reaper: Reaper,
+    ) -> KitResult<PgCluster> {
         let standby = PgCluster {
             port,
             bin_dir: self.bin_dir.clone(),
@@ -348,16 +359,7 @@ impl PgCluster {
                 root.display()
             ),
         )?;
-        let standby = PgCluster {
-            port,
-            bin_dir: self.bin_dir.clone(),
-            data_dir,
-            version_num: self.version_num,
-            root,
-            _reaper: reaper,
-        };
-        standby.pg_ctl_start()?;
-        Ok(standby)
+        self.start_standby(port, root, data_dir, reaper)
     }
 
     /// The server log, for failure messages.

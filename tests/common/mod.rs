@@ -6,6 +6,7 @@
 pub mod converge;
 pub mod partitions;
 pub mod process;
+pub mod scrape;
 pub mod workload;
 
 use pgch::config::{Config, Settings};
