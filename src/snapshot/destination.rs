@@ -111,6 +111,13 @@ async fn ensure_table(
         }
         check_compatible(ch, settings, plan).await?;
     }
+    if !owned {
+        // Claimed before it is created: a crash between the two must not leave a table
+        // the next start takes for someone else's.
+        state
+            .put(&keys::table_owned(&plan.dest), &plan.source.display())
+            .await?;
+    }
     ch_client::execute(
         ch,
         dest,
@@ -121,11 +128,6 @@ async fn ensure_table(
         // How a multiset reads as Postgres holds it (README: keyless tables).
         let sql = ddl::current_view_sql(&dest.database, &plan.spec, dest.cluster.as_deref());
         ch_client::execute(ch, dest, &sql).await?;
-    }
-    if !owned {
-        state
-            .put(&keys::table_owned(&plan.dest), &plan.source.display())
-            .await?;
     }
     Ok(())
 }
