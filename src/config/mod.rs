@@ -149,6 +149,13 @@ pub struct SourceConfig {
     /// when the user is the same.
     #[serde(default, deserialize_with = "url_list")]
     pub standby_urls: Option<Vec<String>>,
+    /// Opt-in (Postgres 16+): `url` may lead to a hot standby; the slot lives there and
+    /// the copy reads there, so the primary does neither. Default false.
+    pub standby_decoding: Option<bool>,
+    /// With `standby_decoding`: the primary, used only to check its `wal_level` and to
+    /// ask it for a running-transactions record so a slot on the standby is made
+    /// without waiting (`pg_log_standby_snapshot()`, where granted).
+    pub primary_url: Option<String>,
 }
 
 /// A list of URLs, from TOML as a list or from the environment as `"url1,url2"`.
@@ -191,6 +198,8 @@ impl fmt::Debug for SourceConfig {
                     .as_ref()
                     .map(|v| v.iter().map(|u| redact_url(u)).collect::<Vec<_>>()),
             )
+            .field("standby_decoding", &self.standby_decoding)
+            .field("primary_url", &self.primary_url.as_deref().map(redact_url))
             .finish()
     }
 }
@@ -361,6 +370,10 @@ pub struct SourceSettings {
     pub failover_slot: bool,
     /// Hot standbys named for failover readiness checks and the synced-slot metric.
     pub standbys: Vec<PgEndpoint>,
+    /// `source.standby_decoding`: a hot standby is an accepted source (Postgres 16+).
+    pub standby_decoding: bool,
+    /// `source.primary_url`: the primary behind a standby source, for checks only.
+    pub primary: Option<PgEndpoint>,
 }
 
 /// Validated ClickHouse settings.
@@ -647,25 +660,40 @@ fn validate_source(src: &SourceConfig) -> Result<SourceSettings, ConfigError> {
         .standby_urls
         .iter()
         .flatten()
-        .map(|url| standby_endpoint(url, &endpoint))
+        .map(|url| related_endpoint("source.standby_urls", url, &endpoint))
         .collect::<Result<Vec<_>, _>>()?;
+    let standby_decoding = src.standby_decoding.unwrap_or(false);
+    let primary = match &src.primary_url {
+        Some(_) if !standby_decoding => {
+            return Err(invalid(
+                "source.primary_url",
+                "is only used with source.standby_decoding = true (remove it, or turn standby decoding on)",
+            ))
+        }
+        Some(url) => Some(related_endpoint("source.primary_url", url, &endpoint)?),
+        None => None,
+    };
     Ok(SourceSettings {
         endpoint,
         publication,
         slot,
         failover_slot: src.failover_slot.unwrap_or(true),
         standbys,
+        standby_decoding,
+        primary,
     })
 }
 
-/// One `source.standby_urls` entry; the source's password, TLS root and timeout fill in
-/// what the URL leaves out, so a standby of the same cluster needs only its address.
-fn standby_endpoint(url: &str, source: &PgEndpoint) -> Result<PgEndpoint, ConfigError> {
+/// A `source.standby_urls` or `source.primary_url` entry; the source's password, TLS
+/// root and timeout fill in what the URL leaves out, so another server of the same
+/// cluster needs only its address.
+fn related_endpoint(
+    key: &'static str,
+    url: &str,
+    source: &PgEndpoint,
+) -> Result<PgEndpoint, ConfigError> {
     let mut ep = parse_pg_url(url).map_err(|e| match e {
-        ConfigError::Invalid { rule, .. } => invalid(
-            "source.standby_urls",
-            format!("{}: {rule}", redact_url(url)),
-        ),
+        ConfigError::Invalid { rule, .. } => invalid(key, format!("{}: {rule}", redact_url(url))),
         other => other,
     })?;
     if ep.password.is_empty() && ep.user == source.user {

@@ -270,3 +270,45 @@ fn a_multi_host_url_lists_every_host_in_order_and_may_ask_for_the_primary() {
         assert!(err.is_err(), "{bad}");
     }
 }
+
+#[test]
+fn standby_decoding_is_opt_in_and_the_primary_url_needs_it() {
+    let s = Config::load_with_env(None, minimal_env())
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert!(!s.source.standby_decoding && s.source.primary.is_none());
+
+    let mut on = minimal_env();
+    on.extend(env(&[
+        ("PGCH__SOURCE__STANDBY_DECODING", "true"),
+        (
+            "PGCH__SOURCE__PRIMARY_URL",
+            "postgres://clickpipes_user.branch1@primary-1:5432/app",
+        ),
+    ]));
+    let s = Config::load_with_env(None, on).unwrap().validate().unwrap();
+    assert!(s.source.standby_decoding);
+    let primary = s.source.primary.as_ref().unwrap();
+    assert_eq!(primary.host, "primary-1");
+    assert_eq!(
+        primary.password.expose(),
+        "s3cr@t",
+        "the source's, same user"
+    );
+
+    let mut stray = minimal_env();
+    stray.push((
+        "PGCH__SOURCE__PRIMARY_URL".into(),
+        "postgres://u@primary-1:5432/app".into(),
+    ));
+    let err = Config::load_with_env(None, stray)
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("source.primary_url") && err.contains("standby_decoding"),
+        "{err}"
+    );
+}
