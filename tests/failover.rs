@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use common::converge::{env_value, log_path, slot_active, wait_until};
 use common::process::PgchProcess;
 use common::scrape::{http_get, value};
-use common::workload::{differences, duplicate_keys, Workload, SCHEMA};
+use common::workload::{
+    copy_records, duplicate_keys, run_transactions, wait_equal, Workload, SCHEMA,
+};
 use common::{env_for, guide_source, settings_for, GuideSource, PublicationShape};
 use pgch::check::{self, Outcome};
 use pgch::testkit::clickhouse::ClickHouse;
@@ -84,43 +86,6 @@ async fn wait_gauge(port: u16, name: &str, slot: &str, want: f64, log: &PathBuf)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-fn run_transactions(pg: &PgCluster, db: &str, w: &mut Workload, n: usize) {
-    for _ in 0..n {
-        pg.sql(db, &w.transaction()).expect("workload transaction");
-    }
-}
-
-async fn wait_equal(pg: &PgCluster, db: &str, ch_db: &str, log: &PathBuf) {
-    let ch = ClickHouse::shared();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let diffs = differences(pg, db, ch, ch_db).await;
-        if diffs.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not equal:\n{}\n--- pgch log ---\n{}",
-            diffs.join("\n"),
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// `_pgch_state` rows that record copies, with when they were last written, sorted: a
-/// copy made again would rewrite them.
-async fn copy_records(ch_db: &str) -> String {
-    ClickHouse::shared()
-        .query(&format!(
-            "SELECT key, argMax(value, updated_at), max(updated_at) FROM {ch_db}._pgch_state \
-             WHERE key LIKE 'complete/%' OR key LIKE 'copy/%' OR key LIKE 'copied/%' \
-             GROUP BY key ORDER BY key FORMAT TSV"
-        ))
-        .await
-        .unwrap_or_default()
 }
 
 /// A running `pgch run` that watches `standby`, and what the test reads of it.

@@ -55,7 +55,10 @@ pub async fn current_xmax(pg: &tokio_postgres::Client) -> Result<u64, SnapshotEr
 /// at or before it is in the copy.
 pub async fn current_wal_lsn(pg: &tokio_postgres::Client) -> Result<Lsn, SnapshotError> {
     let row = pg
-        .query_one("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])
+        .query_one(
+            &format!("SELECT {}::text", crate::source::WAL_POSITION_SQL),
+            &[],
+        )
         .await
         .map_err(SnapshotError::Catalog)?;
     let text: String = column(&row, 0, "reading the current WAL position")?;

@@ -10,8 +10,9 @@
 //! [`ensure_slot`] refuses to start.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use crate::config::Settings;
+use crate::config::{PgEndpoint, Settings};
 use crate::lsn::Lsn;
 use crate::sink::client::SinkError;
 use crate::sink::state::{keys, StateStore};
@@ -79,6 +80,9 @@ pub struct SourceSession {
     pub system: SystemInfo,
     /// `source.failover_slot`: new slots are failover slots (Postgres 17+).
     failover: bool,
+    /// `source.primary_url`: asked for a running-transactions record while a slot is
+    /// made on a standby.
+    primary: Option<PgEndpoint>,
 }
 
 impl SourceSession {
@@ -94,6 +98,7 @@ impl SourceSession {
             pg,
             system,
             failover: settings.source.failover_slot,
+            primary: settings.source.primary.clone(),
         })
     }
 
@@ -164,10 +169,29 @@ impl SourceSession {
     ) -> Result<SlotIdentity, SlotError> {
         let system_id = self.system.system_id.clone();
         state.put(keys::SLOT_CREATING, &system_id).await?;
-        let created = self
-            .walsender
-            .create_slot_with(slot, false, SlotSnapshot::NoExport, self.failover)
-            .await?;
+        let on_standby: bool = column(
+            &self
+                .pg
+                .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
+                .await
+                .map_err(|e| SlotError::Postgres(e.to_string()))?,
+            0,
+            "reading pg_is_in_recovery()",
+        )?;
+        let created = if on_standby {
+            // Postgres makes no failover slot on a standby; the slot is the standby's.
+            let nudge = tokio::spawn(nudge_primary(self.primary.clone()));
+            let created = self
+                .walsender
+                .create_slot_with(slot, false, SlotSnapshot::NoExport, false)
+                .await;
+            nudge.abort();
+            created?
+        } else {
+            self.walsender
+                .create_slot_with(slot, false, SlotSnapshot::NoExport, self.failover)
+                .await?
+        };
         self.walsender.close().await;
         // Every transaction that committed before the slot's consistent point has an
         // xid below this xmax; a snapshot with xmin >= it sees them all.
@@ -201,6 +225,44 @@ impl SourceSession {
     /// Ends both sessions.
     pub async fn close(self) {
         self.walsender.close().await;
+    }
+}
+
+/// A slot on a standby is ready once the standby replays a running-transactions record
+/// from the primary, which an idle primary writes rarely. With `source.primary_url`,
+/// pgch asks the primary for one each second (`pg_log_standby_snapshot()`, superuser or
+/// granted); without it, or without the grant, it says what it waits for.
+async fn nudge_primary(primary: Option<PgEndpoint>) {
+    let client = match &primary {
+        Some(ep) => match connect::connect(ep).await {
+            Ok(client) => Some(client),
+            Err(e) => {
+                tracing::warn!(error = %e.message, "cannot reach source.primary_url to speed up slot creation on the standby");
+                None
+            }
+        },
+        None => None,
+    };
+    let mut waited = 0u32;
+    let mut nudging = client.is_some();
+    loop {
+        if let (true, Some(client)) = (nudging, &client) {
+            if let Err(e) = client
+                .batch_execute("SELECT pg_catalog.pg_log_standby_snapshot()")
+                .await
+            {
+                tracing::warn!(error = %e, "the primary refused pg_log_standby_snapshot(); waiting for its own running-transactions record instead (GRANT EXECUTE ON FUNCTION pg_log_standby_snapshot() TO <user>; speeds this up)");
+                nudging = false;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        waited += 1;
+        if waited.is_multiple_of(15) {
+            tracing::info!(
+                waited_secs = waited,
+                "creating the slot on the standby waits for a running-transactions record from the primary; it writes one every 15 s while it has writes, or run SELECT pg_log_standby_snapshot(); on the primary"
+            );
+        }
     }
 }
 

@@ -15,8 +15,8 @@ mod endpoint;
 mod url;
 
 pub use self::endpoint::PgEndpoint;
-use self::url::parse_pg_url;
 pub use self::url::redact_url;
+use self::url::{parse_pg_url, related_endpoint};
 
 /// Default replication slot name.
 pub const DEFAULT_SLOT: &str = "pgch";
@@ -682,28 +682,6 @@ fn validate_source(src: &SourceConfig) -> Result<SourceSettings, ConfigError> {
         standby_decoding,
         primary,
     })
-}
-
-/// A `source.standby_urls` or `source.primary_url` entry; the source's password, TLS
-/// root and timeout fill in what the URL leaves out, so another server of the same
-/// cluster needs only its address.
-fn related_endpoint(
-    key: &'static str,
-    url: &str,
-    source: &PgEndpoint,
-) -> Result<PgEndpoint, ConfigError> {
-    let mut ep = parse_pg_url(url).map_err(|e| match e {
-        ConfigError::Invalid { rule, .. } => invalid(key, format!("{}: {rule}", redact_url(url))),
-        other => other,
-    })?;
-    if ep.password.is_empty() && ep.user == source.user {
-        ep.password = source.password.clone();
-    }
-    if ep.sslrootcert.is_none() {
-        ep.sslrootcert = source.sslrootcert.clone();
-    }
-    ep.connect_timeout = source.connect_timeout;
-    Ok(ep)
 }
 
 /// Postgres accepts slot names of lower-case letters, digits and underscores only.

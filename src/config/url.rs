@@ -217,3 +217,25 @@ pub fn redact_url(raw: &str) -> String {
         Err(_) => "<unparseable url>".to_string(),
     }
 }
+
+/// A `source.standby_urls` or `source.primary_url` entry; the source's password, TLS
+/// root and timeout fill in what the URL leaves out, so another server of the same
+/// cluster needs only its address.
+pub(super) fn related_endpoint(
+    key: &'static str,
+    url: &str,
+    source: &PgEndpoint,
+) -> Result<PgEndpoint, ConfigError> {
+    let mut ep = parse_pg_url(url).map_err(|e| match e {
+        ConfigError::Invalid { rule, .. } => invalid(key, format!("{}: {rule}", redact_url(url))),
+        other => other,
+    })?;
+    if ep.password.is_empty() && ep.user == source.user {
+        ep.password = source.password.clone();
+    }
+    if ep.sslrootcert.is_none() {
+        ep.sslrootcert = source.sslrootcert.clone();
+    }
+    ep.connect_timeout = source.connect_timeout;
+    Ok(ep)
+}

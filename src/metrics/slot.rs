@@ -112,12 +112,13 @@ pub async fn poll(
         "NULL::bool"
     };
     let sql = format!(
-        "SELECT (pg_catalog.pg_current_wal_lsn() - r.restart_lsn)::int8, \
-                (pg_catalog.pg_current_wal_lsn() - r.confirmed_flush_lsn)::int8, \
+        "SELECT ({wal} - r.restart_lsn)::int8, \
+                ({wal} - r.confirmed_flush_lsn)::int8, \
                 r.active, {status}, {safe}, \
                 (SELECT setting || ' ' || coalesce(unit, '') FROM pg_catalog.pg_settings \
                   WHERE name = 'max_slot_wal_keep_size'), {stats}, {failover} \
            FROM pg_catalog.pg_replication_slots r {join} WHERE r.slot_name = $1",
+        wal = crate::source::WAL_POSITION_SQL,
         status = if pg13 {
             "r.wal_status::text"
         } else {

@@ -53,7 +53,10 @@ impl HeldSnapshot {
             // every commit the snapshot sees must lie at or before `through`.
             let row = pg
                 .query_one(
-                    "SELECT txid_current_snapshot()::text, pg_export_snapshot(), pg_catalog.pg_current_wal_insert_lsn()::text",
+                    &format!(
+                        "SELECT txid_current_snapshot()::text, pg_export_snapshot(), {}::text",
+                        crate::source::WAL_INSERT_POSITION_SQL
+                    ),
                     &[],
                 )
                 .await

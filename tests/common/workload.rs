@@ -278,3 +278,42 @@ pub async fn duplicate_keys(ch: &ClickHouse, ch_db: &str) -> u64 {
     }
     total
 }
+
+/// Runs `n` workload transactions on `pg`.
+pub fn run_transactions(pg: &PgCluster, db: &str, w: &mut Workload, n: usize) {
+    for _ in 0..n {
+        pg.sql(db, &w.transaction()).expect("workload transaction");
+    }
+}
+
+/// Waits (up to 3 minutes) until ClickHouse equals `pg`; the pgch log is in the failure.
+pub async fn wait_equal(pg: &PgCluster, db: &str, ch_db: &str, log: &std::path::Path) {
+    let ch = ClickHouse::shared();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let diffs = differences(pg, db, ch, ch_db).await;
+        if diffs.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not equal:\n{}\n--- pgch log ---\n{}",
+            diffs.join("\n"),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// `_pgch_state` rows that record copies, with when they were last written, sorted: a
+/// copy made again would rewrite them.
+pub async fn copy_records(ch_db: &str) -> String {
+    ClickHouse::shared()
+        .query(&format!(
+            "SELECT key, argMax(value, updated_at), max(updated_at) FROM {ch_db}._pgch_state \
+             WHERE key LIKE 'complete/%' OR key LIKE 'copy/%' OR key LIKE 'copied/%' \
+             GROUP BY key ORDER BY key FORMAT TSV"
+        ))
+        .await
+        .unwrap_or_default()
+}

@@ -13,6 +13,7 @@ use super::connect::{self, ConnectError};
 use super::row::{column, ReadError};
 
 mod failover;
+mod standby;
 mod tables;
 use super::wire::{SessionKind, WireConnection, WireError};
 use crate::check_result::CheckResult;
@@ -204,7 +205,12 @@ async fn server_checks(
         0,
         "reading pg_is_in_recovery()",
     )?;
-    out.push(judge_primary(in_recovery));
+    out.push(standby::judge_source_server(
+        in_recovery,
+        src.standby_decoding,
+        version_num,
+    ));
+    out.extend(standby::checks(client, src, in_recovery, version_num).await?);
     out.push(role_check(client, mode).await?);
     let publication = catalog::publication(client, &src.publication, version_num).await?;
     let Some(publication) = publication else {
@@ -219,7 +225,7 @@ async fn server_checks(
         ));
         out.extend(slot_checks(client, src, mode, version_num).await?);
         if mode.streams() {
-            out.extend(failover::checks(client, src, version_num).await?);
+            out.extend(failover_checks(client, src, in_recovery, version_num).await?);
         }
         out.push(wal_keep_check(client, version_num).await?);
         return Ok(out);
@@ -239,7 +245,7 @@ async fn server_checks(
     ));
     out.extend(slot_checks(client, src, mode, version_num).await?);
     if mode.streams() {
-        out.extend(failover::checks(client, src, version_num).await?);
+        out.extend(failover_checks(client, src, in_recovery, version_num).await?);
     }
     out.push(wal_keep_check(client, version_num).await?);
     Ok(out)
@@ -278,17 +284,21 @@ pub fn judge_wal_level(level: &str) -> CheckResult {
     }
 }
 
-/// Only the primary may be used (the guide: replicas are not supported).
-pub fn judge_primary(in_recovery: bool) -> CheckResult {
+/// Failover slots exist only on a primary; a slot on a standby (standby decoding) is
+/// the standby's own and survives its promotion, not its loss.
+async fn failover_checks(
+    client: &Client,
+    src: &SourceSettings,
+    in_recovery: bool,
+    version: u32,
+) -> Result<Vec<CheckResult>, ReadError> {
     if in_recovery {
-        CheckResult::failed(
-            "primary",
-            "connected to a standby (pg_is_in_recovery() is true)",
-            "point pgch at the primary: replicas are not supported as a source",
-        )
-    } else {
-        CheckResult::ok("primary", "connected to the primary")
+        return Ok(vec![CheckResult::not_applicable(
+            "failover",
+            "standby decoding: the slot lives on this standby (Postgres cannot make a failover slot there); it survives this standby's promotion, not the loss of this standby",
+        )]);
     }
+    failover::checks(client, src, version).await
 }
 
 async fn role_check(client: &Client, mode: Mode) -> Result<CheckResult, ReadError> {
