@@ -12,18 +12,18 @@ use std::time::{Duration, Instant};
 
 use super::{insert, schema, toast};
 use crate::checkpoint::{CommitTicket, Ledger};
+use crate::config::FlushLimits;
 use crate::config::{DestinationSettings, PipelineSettings};
 use crate::error::{self, Class};
 use crate::lsn::Lsn;
 use crate::metrics::Op;
 use crate::pipeline::batch::{ImageError, TableBatch};
-use crate::pipeline::flush::FlushPolicy;
 use crate::sink::client::{self as ch_client, SinkError};
+use crate::sink::inflight::wait_for_inserts;
 use crate::sink::preflight::quote_ident as ch_quote;
 use crate::sink::rowbinary::ClampCounts;
 use crate::sink::state::{keys, StateStore};
 use crate::snapshot::control::CopyControl;
-use crate::snapshot::copy::copy_query_prefix;
 use crate::snapshot::plan::TablePlan;
 use crate::snapshot::visibility::CopyVisibility;
 use crate::source::pgoutput::{Oid, Relation};
@@ -118,7 +118,7 @@ pub struct Applier {
     pending_commit_time: Option<i64>,
     /// The first commit since the last seal: its wait is the flush's longest.
     pending_first_commit_time: Option<i64>,
-    policy: FlushPolicy,
+    policy: FlushLimits,
     budget_bytes: u64,
     pub clamps: ClampCounts,
     inserts: u64,
@@ -509,7 +509,7 @@ impl Applier {
             .await?;
         if l.plan.source.relkind == "p" {
             let recorded = state.load().await?;
-            super::membership::record_tree_emptied(&state, &recorded, &table).await?;
+            crate::membership::record_tree_emptied(&state, &recorded, &table).await?;
         }
         crate::metrics::global().rows(&table, Op::Truncate, 1);
         tracing::info!(table = %l.plan.source.display(), "TRUNCATE applied");
@@ -634,32 +634,4 @@ impl Applier {
             metrics.made_visible(sealed.first_commit_time.unwrap_or(time), time);
         }
     }
-}
-
-/// Waits until ClickHouse runs no insert of `table` any more: a copy (or a stream
-/// insert attempt) abandoned by its client may still be finishing on the server, and
-/// must not land after a TRUNCATE or an exchange. Servers that cannot tell (no
-/// `system.processes`) are taken at their word.
-pub async fn wait_for_inserts(ch: &clickhouse::Client, dest: &DestinationSettings, table: &str) {
-    // Copies, and attempts of stream inserts abandoned by a retry, of this table.
-    let sql = format!(
-        "SELECT count() FROM system.processes WHERE startsWith(query_id, '{}') OR startsWith(query_id, '{}')",
-        crate::sink::preflight::escape_string(&copy_query_prefix(table)),
-        crate::sink::preflight::escape_string(&format!("pgch-cdc-{table}-"))
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        match ch_client::query_text(ch, dest, &sql).await {
-            Ok(n) if n.trim() == "0" => return,
-            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot list running ClickHouse queries");
-                return;
-            }
-        }
-    }
-    tracing::warn!(
-        table,
-        "an abandoned insert still runs in ClickHouse after 60 s; going on anyway"
-    );
 }

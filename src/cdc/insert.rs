@@ -60,7 +60,11 @@ pub fn encode(
         rows: batch.len() as u64,
         body: buf.freeze(),
         columns,
-        query_id: format!("pgch-cdc-{}-{}-{serial}", plan.dest, std::process::id()),
+        query_id: format!(
+            "{}{}-{serial}",
+            crate::sink::inflight::stream_query_prefix(&plan.dest),
+            std::process::id()
+        ),
         clamps,
         received,
     })

@@ -16,10 +16,8 @@
 pub mod apply;
 mod copies;
 mod insert;
-pub mod membership;
 mod multiset;
 pub mod schema;
-pub mod slot;
 pub mod toast;
 mod tracker;
 
@@ -30,11 +28,13 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Settings, TruncateMode};
 use crate::error::{self, Class};
+use crate::membership;
 use crate::metrics::health::{self, Phase};
 use crate::resync;
 use crate::sink::client as ch_client;
 use crate::sink::ddl;
 use crate::sink::state::{keys, StateStore};
+use crate::slot::{self, SlotError};
 use crate::snapshot::control::CopyControl;
 use crate::snapshot::{self, SnapshotOptions};
 use crate::source::connect;
@@ -43,7 +43,6 @@ use crate::source::stream::{StreamEvent, StreamOptions};
 use crate::source::walsender::Walsender;
 use apply::{Applier, ApplyError, Change};
 use copies::Copies;
-use slot::SlotError;
 use tracker::{still_a_member, LiveShadow, Tracker};
 
 /// Why `pgch run` stopped.

@@ -13,10 +13,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::apply::{wait_for_inserts, Applier};
+use super::apply::Applier;
 use super::RunError;
 use crate::config::Settings;
 use crate::sink::client as ch_client;
+use crate::sink::inflight::wait_for_inserts;
 use crate::sink::preflight::quote_ident;
 use crate::sink::state::{keys, StateStore};
 use crate::snapshot::held::HeldSnapshot;

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use super::apply::{Applier, ApplyError};
 use super::copies::Copies;
-use super::{membership, RunError};
+use super::RunError;
 use crate::config::Settings;
+use crate::membership;
 use crate::resync;
 use crate::sink::client as ch_client;
 use crate::sink::state::StateStore;

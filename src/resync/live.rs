@@ -23,9 +23,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::shadow::{self, Swap};
-use crate::cdc::membership;
 use crate::config::{DestinationSettings, Settings};
 use crate::lsn::Lsn;
+use crate::membership;
 use crate::sink::client::SinkError;
 use crate::sink::state::{keys, StateStore};
 use crate::snapshot::plan::TablePlan;
@@ -110,7 +110,7 @@ pub async fn exchange(
     dest: &str,
 ) -> Result<Swap, SinkError> {
     let shadow_name = shadow::shadow_name(dest);
-    crate::cdc::apply::wait_for_inserts(ch, settings, &shadow_name).await;
+    crate::sink::inflight::wait_for_inserts(ch, settings, &shadow_name).await;
     let dest_exists = shadow::exists(ch, settings, dest).await?;
     let swap = shadow::swap(ch, settings, dest, dest_exists).await?;
     state.put(&key(source), EXCHANGED).await?;

@@ -32,12 +32,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cdc::membership;
-use crate::cdc::slot::{verify_recorded, SlotError, SlotIdentity, SourceSession};
 use crate::config::Settings;
+use crate::membership;
 use crate::sink::client::{self as ch_client, SinkError};
 use crate::sink::ddl;
 use crate::sink::state::{keys, StateStore};
+use crate::slot::{verify_recorded, SlotError, SlotIdentity, SourceSession};
 use crate::snapshot::control::CopyControl;
 use crate::snapshot::held::HeldSnapshot;
 use crate::snapshot::plan::TablePlan;
@@ -208,7 +208,7 @@ pub const SLOT_RELEASE_WAIT: Duration = Duration::from_secs(15);
 async fn slot_row_once_free(
     session: &mut SourceSession,
     slot: &str,
-) -> Result<Option<crate::cdc::slot::SlotRow>, SlotError> {
+) -> Result<Option<crate::slot::SlotRow>, SlotError> {
     let deadline = Instant::now() + SLOT_RELEASE_WAIT;
     let mut told = false;
     loop {

@@ -3,6 +3,7 @@
 pub mod capabilities;
 pub mod client;
 pub mod ddl;
+pub mod inflight;
 pub mod names;
 pub mod pgtext;
 pub mod preflight;

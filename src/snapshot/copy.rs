@@ -78,16 +78,10 @@ pub struct CopyStats {
 pub struct CopyTask<'a> {
     pub plan: &'a TablePlan,
     pub range: Option<BlockRange>,
-    /// The insert's `query_id` (see [`copy_query_prefix`]).
+    /// The insert's `query_id` (see [`crate::sink::inflight::copy_query_prefix`]).
     pub query_id: String,
     /// The table's gate: the copy stops when a TRUNCATE cancels it.
     pub gate: Option<&'a TableGate>,
-}
-
-/// The start of every copy insert's `query_id` for a destination table, so the TRUNCATE
-/// barrier can find them in `system.processes`.
-pub fn copy_query_prefix(table: &str) -> String {
-    format!("pgch-copy-{table}-")
 }
 
 /// The `COPY … TO STDOUT` statement of a partition: the published columns, the

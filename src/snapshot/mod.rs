@@ -656,7 +656,7 @@ async fn copy_job(
     let ch = ch_client::client(&settings.destination, false);
     let query_id = format!(
         "{}{}-{}",
-        copy::copy_query_prefix(&job.plan.dest),
+        crate::sink::inflight::copy_query_prefix(&job.plan.dest),
         copy::partition_label(job.range),
         std::process::id()
     );
