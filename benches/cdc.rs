@@ -181,7 +181,7 @@ pub fn sync_interval() -> Duration {
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis)
-        .unwrap_or(pgch::pipeline::flush::DEFAULT_MAX_AGE)
+        .unwrap_or(pgch::config::DEFAULT_MAX_AGE)
 }
 
 fn main() {

@@ -4,30 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-/// Default rows per insert.
-pub const DEFAULT_MAX_ROWS: u64 = 100_000;
-/// Default bytes per insert.
-pub const DEFAULT_MAX_BYTES: u64 = 16 * 1024 * 1024;
-/// Default sync interval: the longest a change waits before it is written.
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(1);
-
-/// The limits of one batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlushPolicy {
-    pub max_rows: u64,
-    pub max_bytes: u64,
-    pub max_age: Duration,
-}
-
-impl Default for FlushPolicy {
-    fn default() -> Self {
-        FlushPolicy {
-            max_rows: DEFAULT_MAX_ROWS,
-            max_bytes: DEFAULT_MAX_BYTES,
-            max_age: DEFAULT_MAX_AGE,
-        }
-    }
-}
+pub use crate::config::FlushLimits;
 
 /// Why a batch is flushed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +41,8 @@ impl BatchFill {
     }
 }
 
-impl FlushPolicy {
+/// The decision itself lives here, beside the batches; the limits are settings.
+impl FlushLimits {
     /// Whether `fill` must be flushed at `now`, and why.
     pub fn due(&self, fill: &BatchFill, now: Instant) -> Option<FlushReason> {
         if fill.rows >= self.max_rows {
@@ -92,8 +70,8 @@ impl FlushPolicy {
 mod tests {
     use super::*;
 
-    fn policy() -> FlushPolicy {
-        FlushPolicy {
+    fn policy() -> FlushLimits {
+        FlushLimits {
             max_rows: 3,
             max_bytes: 100,
             max_age: Duration::from_secs(1),
