@@ -7,8 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::process::InProcessRun;
 use common::{guide_settings, guide_source, GuideSource, PublicationShape};
-use pgch::config::Settings;
 use pgch::testkit::clickhouse::ClickHouse;
 use pgch::testkit::postgres::PgCluster;
 
@@ -101,23 +101,6 @@ async fn wait_equal(pg: &PgCluster, src: &GuideSource, db: &str) {
     }
 }
 
-fn start(
-    settings: &Settings,
-) -> (
-    tokio::task::JoinHandle<Result<(), pgch::cdc::RunError>>,
-    tokio::sync::oneshot::Sender<()>,
-) {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let settings = settings.clone();
-    let task = tokio::spawn(async move {
-        pgch::cdc::run(&settings, async {
-            let _ = rx.await;
-        })
-        .await
-    });
-    (task, tx)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_workload_arrives_equal_and_a_restart_resumes() {
     let pg = PgCluster::shared();
@@ -126,11 +109,10 @@ async fn a_mixed_workload_arrives_equal_and_a_restart_resumes() {
     let settings = guide_settings(pg, &src, &[]);
     let db = settings.destination.database.clone();
 
-    let (task, stop) = start(&settings);
+    let pgch = InProcessRun::start(&settings);
     pg.sql(&src.database, WORKLOAD).unwrap();
     wait_equal(pg, &src, &db).await;
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    pgch.stop().await;
     let confirmed = pg
         .sql(&src.database, &format!("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), confirmed_flush_lsn) < 1000000 FROM pg_replication_slots WHERE slot_name = '{}'", settings.source.slot))
         .unwrap();
@@ -144,10 +126,9 @@ async fn a_mixed_workload_arrives_equal_and_a_restart_resumes() {
          TRUNCATE public.devices; INSERT INTO public.devices VALUES (1, 'fresh', 'm9');",
     )
     .unwrap();
-    let (task, stop) = start(&settings);
+    let pgch = InProcessRun::start(&settings);
     wait_equal(pg, &src, &db).await;
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    pgch.stop().await;
     let ch = ClickHouse::shared();
     let dupes = ch_rows(
         ch,
@@ -162,10 +143,9 @@ async fn a_dropped_slot_is_resync_required_never_a_silent_new_slot() {
     let pg = PgCluster::shared();
     let src = guide_source(pg, None, PublicationShape::ForTable);
     let settings = guide_settings(pg, &src, &[]);
-    let (task, stop) = start(&settings);
+    let pgch = InProcessRun::start(&settings);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    pgch.stop().await;
     pg.sql(
         &src.database,
         &format!(
@@ -201,7 +181,7 @@ async fn a_postgres_restart_mid_stream_loses_nothing() {
     pg.sql(&src.database, SCHEMA).unwrap();
     let settings = guide_settings(&pg, &src, &[]);
     let db = settings.destination.database.clone();
-    let (task, stop) = start(&settings);
+    let pgch = InProcessRun::start(&settings);
     pg.sql(&src.database, WORKLOAD).unwrap();
     wait_equal(&pg, &src, &db).await;
     // The walsender and every session go away; pgch reconnects and catches up.
@@ -214,7 +194,6 @@ async fn a_postgres_restart_mid_stream_loses_nothing() {
     )
     .unwrap();
     wait_equal(&pg, &src, &db).await;
-    assert!(!task.is_finished(), "pgch must survive the restart");
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    assert!(!pgch.is_finished(), "pgch must survive the restart");
+    pgch.stop().await;
 }

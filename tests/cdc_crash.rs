@@ -6,17 +6,17 @@
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::converge::{env_value, log_path, log_tail};
 use common::process::PgchProcess;
-use common::workload::{differences, duplicate_keys, Rng, Workload, SCHEMA};
+use common::workload::{duplicate_keys, wait_equal, wait_equal_within, Rng, Workload, SCHEMA};
 use common::{guide_env, guide_source, PublicationShape};
 use pgch::testkit::clickhouse::ClickHouse;
 use pgch::testkit::postgres::PgCluster;
-use pgch::testkit::{scaled, unique_name};
+use pgch::testkit::scaled;
 
 fn seed() -> u64 {
     let seed = std::env::var("PGCH_TEST_SEED")
@@ -30,43 +30,6 @@ fn seed() -> u64 {
         });
     eprintln!("workload seed: PGCH_TEST_SEED={seed}");
     seed
-}
-
-fn log_path() -> PathBuf {
-    std::env::temp_dir().join(format!("{}.log", unique_name("pgch-crash")))
-}
-
-fn dest_db(env: &[(String, String)]) -> String {
-    env.iter()
-        .find(|(k, _)| k == "PGCH__DESTINATION__DATABASE")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
-}
-
-fn log_tail(path: &PathBuf) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-/// Polls until every table is equal (or fails after `limit` with the differences).
-async fn wait_equal(pg: &PgCluster, pg_db: &str, ch_db: &str, limit: Duration, log: &PathBuf) {
-    let ch = ClickHouse::shared();
-    let deadline = Instant::now() + limit;
-    loop {
-        let diffs = differences(pg, pg_db, ch, ch_db).await;
-        if diffs.is_empty() {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "not equal after {limit:?}:\n{}\n--- pgch log ---\n{}",
-                diffs.join("\n"),
-                log_tail(log)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// Runs `count` transactions on a blocking thread, pausing `pause` between them.
@@ -96,8 +59,8 @@ async fn a_random_workload_arrives_row_for_row_equal() {
     let src = guide_source(pg, None, PublicationShape::ForTable);
     pg.sql(&src.database, SCHEMA).unwrap();
     let env = guide_env(pg, &src, &[]);
-    let ch_db = dest_db(&env);
-    let log = log_path();
+    let ch_db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path("pgch-crash");
     let pgch = PgchProcess::run(&env, &[], log.clone());
     let (workload, _) = spawn_workload(
         pg,
@@ -109,10 +72,9 @@ async fn a_random_workload_arrives_row_for_row_equal() {
     tokio::task::spawn_blocking(move || workload.join().expect("workload"))
         .await
         .unwrap();
-    wait_equal(pg, &src.database, &ch_db, Duration::from_secs(180), &log).await;
+    wait_equal(pg, &src.database, &ch_db, &log).await;
     assert_eq!(duplicate_keys(ClickHouse::shared(), &ch_db).await, 0);
-    let status = pgch.terminate(Duration::from_secs(60));
-    assert!(status.success(), "SIGTERM drains and exits 0: {status:?}");
+    pgch.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,8 +83,8 @@ async fn sigkill_at_random_moments_and_between_insert_and_ack_loses_nothing_and_
     let src = guide_source(pg, None, PublicationShape::ForTable);
     pg.sql(&src.database, SCHEMA).unwrap();
     let env = guide_env(pg, &src, &[("PGCH__PIPELINE__SYNC_INTERVAL_MS", "300")]);
-    let ch_db = dest_db(&env);
-    let log = log_path();
+    let ch_db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path("pgch-crash");
     let seed = seed();
     let mut rng = Rng::new(seed ^ 0x9e37_79b9);
     let (workload, finished) = spawn_workload(
@@ -176,13 +138,13 @@ async fn sigkill_at_random_moments_and_between_insert_and_ack_loses_nothing_and_
                 Some(status) if status.signal() == Some(libc::SIGKILL) => at_failpoint += 1,
                 other => panic!(
                     "pgch did not die at the failpoint: {other:?}\n{}",
-                    log_tail(&log)
+                    log_tail(&log, 40)
                 ),
             }
         } else {
             tokio::time::sleep(Duration::from_millis(rng.range(300, 3000))).await;
             if let Some(status) = pgch.try_status() {
-                panic!("pgch exited on its own: {status:?}\n{}", log_tail(&log));
+                panic!("pgch exited on its own: {status:?}\n{}", log_tail(&log, 40));
             }
             pgch.kill9();
         }
@@ -197,13 +159,12 @@ async fn sigkill_at_random_moments_and_between_insert_and_ack_loses_nothing_and_
     );
 
     let pgch = PgchProcess::run(&env, &[], log.clone());
-    wait_equal(pg, &src.database, &ch_db, Duration::from_secs(240), &log).await;
+    wait_equal_within(pg, &src.database, &ch_db, Duration::from_secs(240), &log).await;
     assert_eq!(
         duplicate_keys(ClickHouse::shared(), &ch_db).await,
         0,
         "no key twice under FINAL"
     );
-    let status = pgch.terminate(Duration::from_secs(60));
-    assert!(status.success(), "{status:?}");
+    pgch.stop();
     eprintln!("{kills} SIGKILLs, {at_failpoint} of them between an insert and its acknowledgement");
 }

@@ -6,56 +6,13 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::process::PgchProcess;
+use common::converge::{env_value, eventually, log_path, log_tail, wait_streaming};
+use common::process::{CopyHold, InProcessRun, PgchProcess};
 use common::{guide_env, guide_settings, guide_source, PublicationShape};
 use pgch::testkit::clickhouse::ClickHouse;
 use pgch::testkit::postgres::PgCluster;
-use pgch::testkit::unique_name;
-
-fn log_path(prefix: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("{}.log", unique_name(prefix)))
-}
-
-fn env_value(env: &[(String, String)], key: &str) -> String {
-    env.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
-}
-
-fn log_tail(path: &PathBuf) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-/// Polls `check` every 300 ms until it returns true, or panics after `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-fn slot_active(pg: &PgCluster, db: &str, slot: &str) -> bool {
-    pg.sql(
-        db,
-        &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'"),
-    )
-    .map(|s| s.trim() == "t")
-    .unwrap_or(false)
-}
 
 const DOCS: &str = "
 CREATE TABLE public.docs (id int PRIMARY KEY, v int, title text, body text);
@@ -97,19 +54,10 @@ async fn unchanged_100kb_toast_values_arrive_intact_even_before_the_snapshot_lan
         env_value(&env, "PGCH__SOURCE__SLOT"),
         env_value(&env, "PGCH__DESTINATION__DATABASE"),
     );
-    let hold = std::env::temp_dir().join(unique_name("hold-copy"));
-    std::fs::write(&hold, b"hold").unwrap();
+    let hold = CopyHold::held();
     let log = log_path("pgch-toast");
-    let hold_spec = format!("{}={}", pgch::failpoint::BEFORE_COPY, hold.display());
-    let pgch = PgchProcess::run(
-        &env,
-        &[("PGCH_FAILPOINT_HOLD", hold_spec.as_str())],
-        log.clone(),
-    );
-    eventually(Duration::from_secs(60), "pgch streams", || async {
-        slot_active(pg, &src.database, &slot)
-    })
-    .await;
+    let pgch = PgchProcess::run(&env, &[hold.env()], log.clone());
+    wait_streaming(pg, &src.database, &slot, Duration::from_secs(60)).await;
 
     // Updates that leave the 100 kB body unchanged (sent as 'u'), one that moves a key,
     // and a row updated twice in one transaction — all before any snapshot row exists.
@@ -148,7 +96,7 @@ async fn unchanged_100kb_toast_values_arrive_intact_even_before_the_snapshot_lan
     assert_eq!(snapshot_rows.trim(), "0", "the snapshot has not landed yet");
 
     // Let the copy land: the whole table is then equal.
-    std::fs::remove_file(&hold).unwrap();
+    hold.release();
     let pg_all = pg
         .sql(
             &src.database,
@@ -163,8 +111,7 @@ async fn unchanged_100kb_toast_values_arrive_intact_even_before_the_snapshot_lan
         || async { ch.query(&ch_sql).await.unwrap_or_default().trim() == pg_all },
     )
     .await;
-    let status = pgch.terminate(Duration::from_secs(60));
-    assert!(status.success(), "{status:?}\n{}", log_tail(&log));
+    pgch.stop();
 }
 
 fn vm_hwm_kib(pid: i32) -> u64 {
@@ -198,10 +145,7 @@ async fn a_million_row_transaction_passes_within_the_memory_budget() {
     );
     let log = log_path("pgch-bigtx");
     let pgch = PgchProcess::run(&env, &[], log.clone());
-    eventually(Duration::from_secs(60), "pgch streams", || async {
-        slot_active(pg, &src.database, &slot)
-    })
-    .await;
+    wait_streaming(pg, &src.database, &slot, Duration::from_secs(60)).await;
     let before = vm_hwm_kib(pgch.pid());
     pg.sql(
         &src.database,
@@ -234,10 +178,9 @@ async fn a_million_row_transaction_passes_within_the_memory_budget() {
     assert!(
         peak < (budget_mb * 2 + 32) * 1024,
         "peak RSS {peak} KiB is not bounded by the budget of {budget_mb} MiB\n{}",
-        log_tail(&log)
+        log_tail(&log, 30)
     );
-    let status = pgch.terminate(Duration::from_secs(60));
-    assert!(status.success(), "{status:?}");
+    pgch.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,17 +194,8 @@ async fn an_idle_publication_still_lets_the_slot_advance() {
     .unwrap();
     let settings = guide_settings(pg, &src, &[]);
     let slot = settings.source.slot.clone();
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        pgch::cdc::run(&settings, async {
-            let _ = rx.await;
-        })
-        .await
-    });
-    eventually(Duration::from_secs(60), "pgch streams", || async {
-        slot_active(pg, &src.database, &slot)
-    })
-    .await;
+    let pgch = InProcessRun::start(&settings);
+    wait_streaming(pg, &src.database, &slot, Duration::from_secs(60)).await;
     // Only the unpublished table is written: pgoutput sends nothing for it.
     let target = pg
         .sql(
@@ -288,8 +222,7 @@ async fn an_idle_publication_still_lets_the_slot_advance() {
         },
     )
     .await;
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    pgch.stop().await;
 }
 
 /// Starts pgch with its copies held, breaks the setup with `breakage` once it streams,
@@ -304,31 +237,17 @@ async fn broken_setup_stops_pgch(breakage: &str, expected: &str) {
     .unwrap();
     let env = guide_env(pg, &src, &[]);
     let slot = env_value(&env, "PGCH__SOURCE__SLOT");
-    let hold = std::env::temp_dir().join(unique_name("hold-copy"));
-    std::fs::write(&hold, b"hold").unwrap();
-    let hold_spec = format!("{}={}", pgch::failpoint::BEFORE_COPY, hold.display());
+    let hold = CopyHold::held();
     let log = log_path("pgch-broken");
-    let pgch = PgchProcess::run(
-        &env,
-        &[("PGCH_FAILPOINT_HOLD", hold_spec.as_str())],
-        log.clone(),
-    );
-    eventually(Duration::from_secs(60), "pgch streams", || async {
-        slot_active(pg, &src.database, &slot)
-    })
-    .await;
+    let pgch = PgchProcess::run(&env, &[hold.env()], log.clone());
+    wait_streaming(pg, &src.database, &slot, Duration::from_secs(60)).await;
     let stmt = breakage.replace("{user}", &format!("\"{}\"", src.user));
     pg.sql(&src.database, &stmt).unwrap();
     // A change for the walsender to meet the breakage with, and the copies to run.
     pg.sql(&src.database, "UPDATE public.orders SET total = total + 1;")
         .unwrap();
-    std::fs::remove_file(&hold).unwrap();
-    let waited = tokio::task::spawn_blocking(move || pgch.wait(Duration::from_secs(120)))
-        .await
-        .unwrap();
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let status = waited.unwrap_or_else(|| panic!("pgch kept running after `{breakage}`:\n{text}"));
-    assert_eq!(status.code(), Some(1), "{text}");
+    hold.release();
+    let text = pgch.wait_refusal(Duration::from_secs(120)).await;
     assert!(
         text.contains("fix:") && text.contains(expected),
         "the error names the fix ({expected}):\n{text}"

@@ -8,20 +8,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::converge::{env_value, log_path, log_text};
 use common::process::PgchProcess;
-use common::workload::{differences, duplicate_keys, Workload, SCHEMA};
-use common::{guide_env, guide_source, PublicationShape};
+use common::workload::{duplicate_keys, run_transactions, wait_equal_within, Workload, SCHEMA};
+use common::{clickhouse_addr, guide_env, guide_source, PublicationShape};
 use pgch::testkit::clickhouse::ClickHouse;
 use pgch::testkit::postgres::PgCluster;
 use pgch::testkit::proxy::TcpProxy;
-use pgch::testkit::unique_name;
-
-fn env_value(env: &[(String, String)], key: &str) -> String {
-    env.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
-}
 
 fn active_pid(pg: &PgCluster, db: &str, slot: &str) -> String {
     pg.sql(
@@ -31,30 +24,6 @@ fn active_pid(pg: &PgCluster, db: &str, slot: &str) -> String {
     .unwrap_or_default()
     .trim()
     .to_string()
-}
-
-async fn wait_equal(
-    pg: &PgCluster,
-    pg_db: &str,
-    ch_db: &str,
-    limit: Duration,
-    log: &std::path::Path,
-) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let diffs = differences(pg, pg_db, ClickHouse::shared(), ch_db).await;
-        if diffs.is_empty() {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "not equal after {limit:?}:\n{}\n--- pgch log ---\n{}",
-                diffs.join("\n"),
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,41 +43,31 @@ async fn clickhouse_gone_for_three_minutes_then_back_loses_nothing() {
         .trim()
         .to_string();
 
-    let ch = ClickHouse::shared();
-    let ch_addr = url::Url::parse(&ch.url)
-        .ok()
-        .and_then(|u| u.socket_addrs(|| None).ok())
-        .and_then(|a| a.into_iter().next())
-        .expect("ClickHouse address");
-    let proxy = TcpProxy::start(ch_addr).unwrap();
+    let proxy = TcpProxy::start(clickhouse_addr()).unwrap();
     let via_proxy = format!("http://127.0.0.1:{}", proxy.port);
     let env = guide_env(pg, &src, &[("PGCH__DESTINATION__URL", via_proxy.as_str())]);
     let (slot, ch_db) = (
         env_value(&env, "PGCH__SOURCE__SLOT"),
         env_value(&env, "PGCH__DESTINATION__DATABASE"),
     );
-    let log = std::env::temp_dir().join(format!("{}.log", unique_name("pgch-outage")));
+    let log = log_path("pgch-outage");
     let mut pgch = PgchProcess::run(&env, &[], log.clone());
 
     let mut workload = Workload::new(42);
-    for _ in 0..40 {
-        pg.sql(&src.database, &workload.transaction()).unwrap();
-    }
-    wait_equal(pg, &src.database, &ch_db, Duration::from_secs(120), &log).await;
+    run_transactions(pg, &src.database, &mut workload, 40);
+    wait_equal_within(pg, &src.database, &ch_db, Duration::from_secs(120), &log).await;
     let pid_before = active_pid(pg, &src.database, &slot);
 
     proxy.cut();
     let cut_at = Instant::now();
-    for _ in 0..60 {
-        pg.sql(&src.database, &workload.transaction()).unwrap();
-    }
+    run_transactions(pg, &src.database, &mut workload, 60);
     let mut pids_seen = vec![pid_before.clone()];
     while cut_at.elapsed() < outage {
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(
             pgch.try_status().is_none(),
             "pgch gave up during the outage:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            log_text(&log)
         );
         let pid = active_pid(pg, &src.database, &slot);
         if pids_seen.last() != Some(&pid) {
@@ -116,9 +75,9 @@ async fn clickhouse_gone_for_three_minutes_then_back_loses_nothing() {
         }
     }
     proxy.restore();
-    wait_equal(pg, &src.database, &ch_db, Duration::from_secs(180), &log).await;
+    wait_equal_within(pg, &src.database, &ch_db, Duration::from_secs(180), &log).await;
     assert_eq!(
-        duplicate_keys(ch, &ch_db).await,
+        duplicate_keys(ClickHouse::shared(), &ch_db).await,
         0,
         "no key twice under FINAL"
     );
@@ -130,6 +89,5 @@ async fn clickhouse_gone_for_three_minutes_then_back_loses_nothing() {
             "the replication connection was re-established"
         }
     );
-    let status = pgch.terminate(Duration::from_secs(60));
-    assert!(status.success(), "{status:?}");
+    pgch.stop();
 }

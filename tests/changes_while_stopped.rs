@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::converge::{env_value, log_path, resync_table, wait_same, wait_until};
+use common::converge::{env_value, log_path, log_text, resync_table, wait_logged, wait_same};
 use common::partitions::{ch_sums, partitioned_source, PG_SUMS};
 use common::process::PgchProcess;
 use common::{guide_env, guide_source, PublicationShape};
@@ -18,13 +18,9 @@ use pgch::testkit::postgres::PgCluster;
 
 /// Starts pgch and expects it to stop at once with a resync naming `table`.
 async fn expect_resync_required(env: &[(String, String)], log: &std::path::Path, table: &str) {
-    let pgch = PgchProcess::run(env, &[], log.to_path_buf());
-    let status = tokio::task::spawn_blocking(move || pgch.wait(Duration::from_secs(90)))
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("pgch started although {table} needs a resync"));
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    assert_eq!(status.code(), Some(1), "{text}");
+    let text = PgchProcess::run(env, &[], log.to_path_buf())
+        .wait_refusal(Duration::from_secs(90))
+        .await;
     assert!(
         text.contains(&format!("pgch resync --table {table}")),
         "the fix is named: {text}"
@@ -45,7 +41,7 @@ async fn partitions_attached_or_detached_while_pgch_was_stopped_are_noticed_at_t
     let same = |limit| wait_same(pg, &src.database, pg_sql, &ch_sql, limit, &log);
     let pgch = PgchProcess::run(&env, &[], log.clone());
     same(Duration::from_secs(60)).await;
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 
     // Attached with rows while pgch was stopped: ATTACH streams nothing, so only the
     // recorded tree tells the next start that this leaf's rows are not in ClickHouse.
@@ -82,9 +78,9 @@ async fn partitions_attached_or_detached_while_pgch_was_stopped_are_noticed_at_t
     assert!(
         pgch.try_status().is_none(),
         "no resync after a root TRUNCATE: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        log_text(&log)
     );
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 
     // Detached with its rows while pgch was stopped: publish_via_partition_root
     // publishes nothing for it, so the next start asks for the one command that fixes it.
@@ -102,7 +98,7 @@ async fn partitions_attached_or_detached_while_pgch_was_stopped_are_noticed_at_t
     )
     .unwrap();
     same(Duration::from_secs(90)).await;
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +122,7 @@ async fn a_table_that_left_the_publication_and_joined_again_while_pgch_was_stopp
     let same = |limit| wait_same(pg, &src.database, pg_sql, &ch_sql, limit, &log);
     let pgch = PgchProcess::run(&env, &[], log.clone());
     same(Duration::from_secs(60)).await;
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 
     // Out and back in while pgch was stopped: the deletes in between were never
     // published, and a resumed stream would keep those rows forever. Rows written
@@ -143,9 +139,7 @@ async fn a_table_that_left_the_publication_and_joined_again_while_pgch_was_stopp
     )
     .unwrap();
     expect_resync_required(&env, &log, "public.r").await;
-    assert!(std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("left publication"));
+    assert!(log_text(&log).contains("left publication"));
     resync_table(&env, "public.r");
     let pgch = PgchProcess::run(&env, &[], log.clone());
     // Streaming (the resync alone already made the counts equal).
@@ -160,17 +154,8 @@ async fn a_table_that_left_the_publication_and_joined_again_while_pgch_was_stopp
         "ALTER PUBLICATION clickpipes DROP TABLE public.r;",
     )
     .unwrap();
-    wait_until(
-        Duration::from_secs(30),
-        "pgch reports the table as gone",
-        || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("table left the publication")
-        },
-    )
-    .await;
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    wait_logged(&log, "table left the publication", Duration::from_secs(30)).await;
+    pgch.stop();
     let mut pgch = PgchProcess::run(
         &env,
         &[("PGCH__PIPELINE__AUTO_RESYNC", "true")],
@@ -184,10 +169,10 @@ async fn a_table_that_left_the_publication_and_joined_again_while_pgch_was_stopp
     )
     .unwrap();
     same(Duration::from_secs(120)).await;
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = log_text(&log);
     assert!(text.contains("resyncing automatically"), "{text}");
     assert!(pgch.try_status().is_none(), "pgch streams on");
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 
     // The same while stopped, resynced live by the next start: rows written before the
     // table left and deleted while it was out stay deleted.
@@ -205,19 +190,14 @@ async fn a_table_that_left_the_publication_and_joined_again_while_pgch_was_stopp
         &[("PGCH__PIPELINE__AUTO_RESYNC", "true")],
         log.clone(),
     );
-    wait_until(Duration::from_secs(90), "the live resync finishes", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("live resync finished")
-    })
-    .await;
+    wait_logged(&log, "live resync finished", Duration::from_secs(90)).await;
     pg.sql(
         &src.database,
         "UPDATE public.r SET v = v + 1 WHERE id = 200;",
     )
     .unwrap();
     same(Duration::from_secs(60)).await;
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +231,7 @@ async fn a_table_dropped_and_created_again_under_a_schema_publication_while_stop
         &log,
     )
     .await;
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 
     // The schema path is the same; the table is another one, and DROP TABLE is not
     // streamed: resumed, ClickHouse would keep the old table's rows.
@@ -276,5 +256,5 @@ async fn a_table_dropped_and_created_again_under_a_schema_publication_while_stop
         &log,
     )
     .await;
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 }

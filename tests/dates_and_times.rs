@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::process::InProcessRun;
 use common::{guide_settings, guide_source, PublicationShape};
 use pgch::config::Settings;
 use pgch::testkit::clickhouse::ClickHouse;
@@ -182,14 +183,7 @@ async fn copy_and_stream(
     expected: (&str, &str, bool),
 ) -> Settings {
     let db = settings.destination.database.clone();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let run_settings = settings.clone();
-    let task = tokio::spawn(async move {
-        pgch::cdc::run(&run_settings, async {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
+    let pgch = InProcessRun::start(&settings);
     let (lo, hi, time64) = expected;
     let want = pg_expected(table, lo, hi, time64);
     let have = ch_actual(&db, table);
@@ -206,8 +200,7 @@ async fn copy_and_stream(
     )
     .unwrap();
     wait_equal(pg, src_db, ch, &want, &have).await;
-    let _ = stop_tx.send(());
-    task.await.unwrap().unwrap();
+    pgch.stop().await;
     settings
 }
 

@@ -18,18 +18,16 @@
 mod common;
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::converge::{env_value, log_path, slot_active, wait_until};
+use common::converge::{env_value, log_path, log_text, slot_active, wait_streaming};
+use common::failover::{assert_carried_on, fail_over_mid_workload};
 use common::process::PgchProcess;
 use common::scrape::{http_get, value};
-use common::workload::{
-    copy_records, duplicate_keys, run_transactions, wait_equal, Workload, SCHEMA,
-};
+use common::workload::{copy_records, run_transactions, wait_equal, Workload, SCHEMA};
 use common::{env_for, guide_source, settings_for, GuideSource, PublicationShape};
 use pgch::check::{self, Outcome};
-use pgch::testkit::clickhouse::ClickHouse;
 use pgch::testkit::postgres::{loopback_url, PgCluster, PgOptions};
 use pgch::testkit::proxy::TcpProxy;
 use pgch::testkit::versions;
@@ -72,7 +70,7 @@ async fn gauge(port: u16, name: &str, slot: &str) -> Option<f64> {
     value(&text, name, &format!("slot=\"{slot}\""))
 }
 
-async fn wait_gauge(port: u16, name: &str, slot: &str, want: f64, log: &PathBuf) {
+async fn wait_gauge(port: u16, name: &str, slot: &str, want: f64, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let got = gauge(port, name, slot).await;
@@ -82,7 +80,7 @@ async fn wait_gauge(port: u16, name: &str, slot: &str, want: f64, log: &PathBuf)
         assert!(
             Instant::now() < deadline,
             "{name} = {got:?}, want {want}\n--- pgch log ---\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
+            log_text(log)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -122,10 +120,7 @@ async fn start_streaming(
     let ch_db = env_value(&env, "PGCH__DESTINATION__DATABASE");
     let log = log_path(log_prefix);
     let pgch = PgchProcess::run(&env, &[], log.clone());
-    wait_until(Duration::from_secs(90), "pgch streams", || {
-        slot_active(primary, &src.database, &slot)
-    })
-    .await;
+    wait_streaming(primary, &src.database, &slot, Duration::from_secs(90)).await;
     Streaming {
         pgch,
         slot,
@@ -243,33 +238,24 @@ async fn a_failover_to_a_standby_that_synchronizes_slots_loses_nothing_and_copie
     let copies_before = copy_records(&ch_db).await;
     assert!(copies_before.contains("complete/"), "{copies_before}");
 
-    // Mid-workload: more transactions, then the primary dies without a clean stop.
-    run_transactions(&primary, &src.database, &mut w, 30);
-    primary.stop_server("immediate").unwrap();
-    standby.promote().unwrap();
-
-    // The workload goes on against the new primary; pgch finds it and its slot there.
-    run_transactions(&standby, &src.database, &mut w, 30);
-    wait_equal(&standby, &src.database, &ch_db, &log).await;
-    assert_eq!(duplicate_keys(ClickHouse::shared(), &ch_db).await, 0);
-    assert!(
-        pgch.try_status().is_none(),
-        "pgch carries on across the failover"
-    );
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!text.contains("resync required"), "{text}");
-    assert_eq!(
-        copy_records(&ch_db).await,
-        copies_before,
-        "no table was copied again"
-    );
+    // Mid-workload the primary dies without a clean stop; the workload goes on against
+    // the new primary, and pgch finds it and its slot there.
+    fail_over_mid_workload(&primary, &standby, &src.database, &mut w, 30, 30);
+    let text = assert_carried_on(
+        &mut pgch,
+        &standby,
+        &src.database,
+        &ch_db,
+        &log,
+        &copies_before,
+    )
+    .await;
     assert!(slot_active(&standby, &src.database, &slot));
     assert!(
         text.contains("replication session lost"),
         "pgch saw the failover:\n{text}"
     );
-    let status = pgch.terminate(Duration::from_secs(60));
-    assert!(status.success(), "{status:?}");
+    pgch.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,7 +322,7 @@ async fn a_standby_that_does_not_synchronize_slots_is_named_by_check_and_a_failo
         .wait(Duration::from_secs(120))
         .expect("pgch stops after a failover that lost its slot");
     assert!(!status.success(), "{status:?}");
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = log_text(&log);
     assert!(text.contains("resync required"), "{text}");
     assert!(
         text.contains("sync_replication_slots = on"),

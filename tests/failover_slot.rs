@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::converge::{env_value, log_path, slot_active, wait_until};
+use common::converge::{env_value, log_path, slot_active, wait_streaming, wait_until};
 use common::process::PgchProcess;
 use common::{guide_env, guide_source, PublicationShape};
 use pgch::testkit::postgres::PgCluster;
@@ -34,12 +34,7 @@ async fn run_until_streaming(
 ) -> PgchProcess {
     let log = log_path("pgch-failover-slot");
     let pgch = PgchProcess::run(env, &[], log.clone());
-    wait_until(
-        Duration::from_secs(60),
-        "pgch streams from its slot",
-        || slot_active(pg, db, slot),
-    )
-    .await;
+    wait_streaming(pg, db, slot, Duration::from_secs(60)).await;
     pgch
 }
 
@@ -58,7 +53,7 @@ async fn the_slot_is_a_failover_slot_where_the_server_has_them_and_an_opt_out_is
         flag == "f" || flag == "n/a",
         "failover_slot = false: {flag}"
     );
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
     wait_until(Duration::from_secs(30), "the walsender lets go", || {
         !slot_active(pg, &src.database, &slot)
     })
@@ -80,7 +75,7 @@ async fn the_slot_is_a_failover_slot_where_the_server_has_them_and_an_opt_out_is
             pg.version_num
         );
     }
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,5 +90,5 @@ async fn a_first_start_creates_a_failover_slot_on_postgres_17_and_newer() {
         true => assert_eq!(flag, "t", "created with FAILOVER true"),
         false => assert_eq!(flag, "n/a"),
     }
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 }

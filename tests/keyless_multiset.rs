@@ -8,12 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::converge::{env_value, log_path, slot_active, wait_same, wait_until};
-use common::process::PgchProcess;
+use common::converge::{env_value, log_path, wait_same, wait_streaming};
+use common::process::{CopyHold, PgchProcess};
 use common::{guide_env, guide_source, PublicationShape};
 use pgch::testkit::clickhouse::ClickHouse;
 use pgch::testkit::postgres::PgCluster;
-use pgch::testkit::unique_name;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -58,18 +57,9 @@ async fn equal_rows_keep_their_number_of_copies_through_every_change_and_crash()
     // A first start killed while its copy holds its snapshot, and changes made while
     // pgch is away: the next start copies the table again in a new snapshot that sees
     // them, and the stream, which carries them too, must skip them.
-    let hold = std::env::temp_dir().join(unique_name("hold-multiset"));
-    std::fs::write(&hold, b"hold").unwrap();
-    let hold_spec = format!("{}={}", pgch::failpoint::BEFORE_COPY, hold.display());
-    let first = PgchProcess::run(
-        &env,
-        &[("PGCH_FAILPOINT_HOLD", hold_spec.as_str())],
-        log.clone(),
-    );
-    wait_until(LIMIT, "pgch streams", || {
-        slot_active(pg, &src.database, &slot)
-    })
-    .await;
+    let hold = CopyHold::held();
+    let first = PgchProcess::run(&env, &[hold.env()], log.clone());
+    wait_streaming(pg, &src.database, &slot, LIMIT).await;
     // While the copy holds: the stream carries these, the copy does not see them.
     pg.sql(
         &src.database,
@@ -84,7 +74,7 @@ async fn equal_rows_keep_their_number_of_copies_through_every_change_and_crash()
          DELETE FROM public.k WHERE ctid = (SELECT ctid FROM public.k WHERE a = 1 LIMIT 1);",
     )
     .unwrap();
-    let _ = std::fs::remove_file(&hold);
+    hold.release();
     let pgch = PgchProcess::run(&env, &[], log.clone());
     same(&log).await;
 
@@ -115,8 +105,7 @@ async fn equal_rows_keep_their_number_of_copies_through_every_change_and_crash()
     )
     .unwrap();
     same(&log).await;
-    let status = pgch.terminate(Duration::from_secs(60));
-    assert!(status.success(), "{status:?}");
+    pgch.stop();
 
     // Killed right after an insert landed and before it was acknowledged: the restart
     // replays those changes, which must replace themselves, not add copies.
@@ -142,6 +131,5 @@ async fn equal_rows_keep_their_number_of_copies_through_every_change_and_crash()
         names_unique(&db).await,
         "a replayed change was stored twice"
     );
-    let status = pgch.terminate(Duration::from_secs(60));
-    assert!(status.success(), "{status:?}");
+    pgch.stop();
 }

@@ -7,12 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::converge::{env_value, log_path, wait_same, wait_until};
-use common::process::PgchProcess;
+use common::converge::{env_value, log_path, log_text, wait_logged, wait_same, wait_until};
+use common::process::{CopyHold, PgchProcess};
 use common::{guide_env, guide_source, PublicationShape};
 use pgch::testkit::clickhouse::ClickHouse;
 use pgch::testkit::postgres::PgCluster;
-use pgch::testkit::unique_name;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_resync_streams_other_tables_and_shows_the_old_table_until_the_exchange() {
@@ -27,15 +26,11 @@ async fn a_live_resync_streams_other_tables_and_shows_the_old_table_until_the_ex
          ALTER PUBLICATION clickpipes ADD TABLE public.lr, public.other;",
     )
     .unwrap();
-    let hold = std::env::temp_dir().join(unique_name("hold-live-resync"));
-    let hold_spec = format!("before_copy={}", hold.display());
+    let hold = CopyHold::released();
     let env = guide_env(
         pg,
         &src,
-        &[
-            ("PGCH__PIPELINE__AUTO_RESYNC", "true"),
-            ("PGCH_FAILPOINT_HOLD", hold_spec.as_str()),
-        ],
+        &[("PGCH__PIPELINE__AUTO_RESYNC", "true"), hold.env()],
     );
     let db = env_value(&env, "PGCH__DESTINATION__DATABASE");
     let log = log_path("pgch-live-resync");
@@ -67,7 +62,7 @@ async fn a_live_resync_streams_other_tables_and_shows_the_old_table_until_the_ex
     let old_content = ClickHouse::shared().query(&old_ch).await.unwrap();
 
     // From here on copies hold after taking their snapshot: the shadow stays half-done.
-    std::fs::write(&hold, b"").unwrap();
+    hold.hold();
     // text -> int is no widening: a resync of public.lr.
     pg.sql(
         &src.database,
@@ -76,11 +71,11 @@ async fn a_live_resync_streams_other_tables_and_shows_the_old_table_until_the_ex
          DELETE FROM public.lr WHERE id > 290;",
     )
     .unwrap();
-    wait_until(Duration::from_secs(60), "the live resync starts", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("live resync: copying the table into a shadow")
-    })
+    wait_logged(
+        &log,
+        "live resync: copying the table into a shadow",
+        Duration::from_secs(60),
+    )
     .await;
     // Other tables stream on while the shadow is being filled …
     pg.sql(
@@ -112,8 +107,7 @@ async fn a_live_resync_streams_other_tables_and_shows_the_old_table_until_the_ex
         .unwrap();
     pgch = PgchProcess::run(&env, &[], log.clone());
     wait_until(Duration::from_secs(60), "the resync begins again", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
+        log_text(&log)
             .matches("live resync: copying the table into a shadow")
             .count()
             >= 2
@@ -137,7 +131,7 @@ async fn a_live_resync_streams_other_tables_and_shows_the_old_table_until_the_ex
     );
 
     // Let the copy finish: the shadow is swapped in, with the changes streamed meanwhile.
-    std::fs::remove_file(&hold).unwrap();
+    hold.release();
     wait_same(
         pg,
         &src.database,
@@ -178,10 +172,10 @@ async fn a_live_resync_streams_other_tables_and_shows_the_old_table_until_the_ex
         .await
         .unwrap();
     assert_eq!(shadows.trim(), "0", "no shadow left behind");
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = log_text(&log);
     assert!(text.contains("live resync finished"), "{text}");
     assert!(pgch.try_status().is_none(), "pgch streams on: {text}");
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,12 +226,7 @@ async fn a_type_change_inside_a_transaction_with_earlier_rows_is_resynced_once()
         &log,
     )
     .await;
-    wait_until(Duration::from_secs(60), "the live resync finishes", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("live resync finished")
-    })
-    .await;
+    wait_logged(&log, "live resync finished", Duration::from_secs(60)).await;
     pg.sql(&src.database, "UPDATE public.tx SET d = 2 WHERE id = 51;")
         .unwrap();
     wait_same(
@@ -249,11 +238,11 @@ async fn a_type_change_inside_a_transaction_with_earlier_rows_is_resynced_once()
         &log,
     )
     .await;
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = log_text(&log);
     assert_eq!(
         text.matches("resyncing automatically").count(),
         1,
         "one resync: {text}"
     );
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 }

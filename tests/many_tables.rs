@@ -6,10 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::converge::{env_value, log_path, wait_same};
+use common::converge::{env_value, log_path, log_text, wait_same};
 use common::process::PgchProcess;
-use common::{guide_env, guide_source, PublicationShape};
-use pgch::testkit::clickhouse::ClickHouse;
+use common::{clickhouse_addr, guide_env, guide_source, PublicationShape};
 use pgch::testkit::postgres::PgCluster;
 use pgch::testkit::request_watch::RequestWatch;
 
@@ -50,13 +49,7 @@ async fn inserts_never_exceed_the_configured_concurrency() {
     }
     pg.sql(&src.database, &ddl).unwrap();
 
-    let ch = ClickHouse::shared();
-    let ch_addr = url::Url::parse(&ch.url)
-        .ok()
-        .and_then(|u| u.socket_addrs(|| None).ok())
-        .and_then(|a| a.into_iter().next())
-        .expect("ClickHouse address");
-    let watch = RequestWatch::start(ch_addr, "query_id=pgch-cdc-").unwrap();
+    let watch = RequestWatch::start(clickhouse_addr(), "query_id=pgch-cdc-").unwrap();
     let via_watch = format!("http://127.0.0.1:{}", watch.port);
     let limit = LIMIT.to_string();
     let env = guide_env(
@@ -113,11 +106,10 @@ async fn inserts_never_exceed_the_configured_concurrency() {
         );
         assert!(max >= 2, "the inserts of one flush run concurrently: {max}");
     }
-    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let logged = log_text(&log);
     assert!(
-        !log_text.contains("insert failed; retrying"),
-        "no insert was retried:\n{log_text}"
+        !logged.contains("insert failed; retrying"),
+        "no insert was retried:\n{logged}"
     );
-    let status = pgch.terminate(Duration::from_secs(60));
-    assert!(status.success(), "{status:?}");
+    pgch.stop();
 }

@@ -12,20 +12,22 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::converge::{log_path, log_text};
+use common::process::PgchProcess;
 use common::scrape::{http_get, value};
 use common::{guide_source, GuideSource, PublicationShape};
 use pgch::testkit::clickhouse::ClickHouse;
 use pgch::testkit::postgres::{PgCluster, PgOptions};
 use pgch::testkit::{free_port, unique_name};
 
-/// `pgch run` as a child process with its stderr in a log file.
+/// `pgch run` as a child process with its stderr in a log file, serving `/metrics` on
+/// a port of its own and polling its slot every second.
 struct Pgch {
-    child: Child,
-    log: PathBuf,
+    process: PgchProcess,
     addr: SocketAddr,
 }
 
@@ -33,30 +35,21 @@ impl Pgch {
     fn start(env: &[(String, String)], log: PathBuf) -> Pgch {
         let port = free_port().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pgch"))
-            .arg("run")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("PGCH_LOG", "info")
-            .env("PGCH__METRICS__LISTEN", addr.to_string())
-            .env("PGCH__METRICS__SLOT_POLL_SECS", "1")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Pgch { child, log, addr }
+        let listen = addr.to_string();
+        let process = PgchProcess::run(
+            env,
+            &[
+                ("PGCH__METRICS__LISTEN", listen.as_str()),
+                ("PGCH__METRICS__SLOT_POLL_SECS", "1"),
+            ],
+            log,
+        );
+        Pgch { process, addr }
     }
 
     fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .args([&format!("-{sig}"), &self.process.pid().to_string()])
             .status()
             .unwrap()
             .success();
@@ -64,14 +57,14 @@ impl Pgch {
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        log_text(&self.process.log)
     }
 
     /// Waits for the exit, up to `limit`.
     async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.process.try_status() {
                 return Some(status);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -80,8 +73,22 @@ impl Pgch {
     }
 
     fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
+        if let Some(status) = self.process.try_status() {
             panic!("pgch exited ({status}):\n{}", self.log_text());
+        }
+    }
+
+    /// Waits (up to 2 minutes, pgch running throughout) until `table` holds `rows` rows.
+    async fn wait_rows(&mut self, db: &str, table: &str, rows: u64) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while ch_count(db, table).await != rows {
+            self.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "{rows} rows never arrived in {table}\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
 
@@ -94,17 +101,6 @@ impl Pgch {
             Some((200, body)) => Some(body),
             _ => None,
         }
-    }
-}
-
-impl Drop for Pgch {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -197,10 +193,6 @@ fn pgch_env(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
-}
-
-fn log_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("{}.log", unique_name(name)))
 }
 
 /// Polls `/metrics` until `ok` holds for the scraped text, or panics after `limit`.
@@ -433,16 +425,7 @@ async fn slot_nears_max_slot_wal_keep_size_while_clickhouse_is_unreachable_and_a
         "INSERT INTO public.customers VALUES (1, 'before the cut')",
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while ch_count(&db, "public_customers").await != 1 {
-        pgch.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "the first row never arrived\n{}",
-            pgch.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    pgch.wait_rows(&db, "public_customers", 1).await;
 
     // ClickHouse gone: this change can never be applied, so nothing is acknowledged.
     proxy.cut();
@@ -578,16 +561,7 @@ async fn promtool_check_metrics_accepts_the_exposition() {
         "INSERT INTO public.customers SELECT g, 'c' || g FROM generate_series(1, 100) g; UPDATE public.customers SET name = 'x' WHERE id < 10;",
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while ch_count(&db, "public_customers").await != 100 {
-        pgch.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "rows never arrived\n{}",
-            pgch.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    pgch.wait_rows(&db, "public_customers", 100).await;
     let text = pgch.metrics().await.unwrap();
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])

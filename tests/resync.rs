@@ -6,15 +6,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::PgchProcess;
+use common::converge::{log_path, log_text, wait_streaming};
+use common::process::{CopyHold, PgchProcess};
 use common::{guide_env, guide_source, GuideSource, PublicationShape};
 use pgch::testkit::clickhouse::ClickHouse;
 use pgch::testkit::postgres::{PgCluster, PgOptions};
-use pgch::testkit::unique_name;
 
 const DATA: &str = "
 INSERT INTO public.customers SELECT g, 'customer ' || g FROM generate_series(1, 3000) g;
@@ -56,14 +56,6 @@ fn env(pg: &PgCluster, src: &GuideSource) -> Env {
         slot: get("PGCH__SOURCE__SLOT"),
         vars,
     }
-}
-
-fn log_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("{}.log", unique_name(name)))
-}
-
-fn log_text(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// `pgch resync [args]` as a child process, stderr appended to `log`.
@@ -136,13 +128,10 @@ async fn resync_fails(env: &Env, args: &[&str]) -> String {
 }
 
 /// `pgch run` that must refuse to start: exit 1, with `words` in its log.
-fn run_refuses(env: &Env, words: &[&str]) {
-    let log = log_path("pgch-refused");
-    let status = PgchProcess::run(&env.vars, &[], log.clone())
-        .wait(Duration::from_secs(120))
-        .unwrap_or_else(|| panic!("pgch run kept running\n{}", log_text(&log)));
-    let text = log_text(&log);
-    assert_eq!(status.code(), Some(1), "{text}");
+async fn run_refuses(env: &Env, words: &[&str]) {
+    let text = PgchProcess::run(&env.vars, &[], log_path("pgch-refused"))
+        .wait_refusal(Duration::from_secs(120))
+        .await;
     for w in words {
         assert!(text.contains(w), "`{w}` not in:\n{text}");
     }
@@ -226,8 +215,7 @@ async fn run_until_equal(pg: &PgCluster, src: &GuideSource, env: &Env, changes: 
         pg.sql(&src.database, sql).unwrap();
     }
     wait_equal(pg, src, &env.db, Some(&log)).await;
-    let status = pgch.terminate(Duration::from_secs(60));
-    assert!(status.success(), "{status}\n{}", log_text(&log));
+    pgch.stop();
 }
 
 /// No row of the exchanged tables is older than the resync: the rows deleted while the
@@ -290,7 +278,7 @@ async fn slot_dropped_while_stopped_is_refused_then_resync_restores_equality_and
     drop_slot(pg, &src, &env);
     pg.sql(&src.database, WHILE_STOPPED).unwrap();
 
-    run_refuses(&env, &["resync required", "is gone", "pgch resync"]);
+    run_refuses(&env, &["resync required", "is gone", "pgch resync"]).await;
     resync(&env, &[]).await;
     assert_equal(pg, &src, &env.db).await;
     assert_no_old_rows(&env.db).await;
@@ -356,7 +344,7 @@ async fn slot_invalidated_by_max_slot_wal_keep_size_is_refused_then_resync_resto
         .unwrap();
     }
 
-    run_refuses(&env, &["resync required", "invalidated", "pgch resync"]);
+    run_refuses(&env, &["resync required", "invalidated", "pgch resync"]).await;
     resync(&env, &[]).await;
     assert_equal(&pg, &src, &env.db).await;
     assert_no_old_rows(&env.db).await;
@@ -382,11 +370,9 @@ async fn during_a_resync_queries_see_the_old_complete_table_until_the_exchange()
     drop_slot(pg, &src, &env);
     pg.sql(&src.database, WHILE_STOPPED).unwrap();
 
-    let hold = std::env::temp_dir().join(unique_name("hold-copy"));
-    std::fs::write(&hold, b"").unwrap();
-    let spec = format!("before_copy={}", hold.display());
+    let hold = CopyHold::held();
     let log = log_path("pgch-resync-held");
-    let mut child = spawn_resync(&env, &[], &[("PGCH_FAILPOINT_HOLD", &spec)], &log);
+    let mut child = spawn_resync(&env, &[], &[hold.env()], &log);
     let deadline = Instant::now() + Duration::from_secs(120);
     while !log_text(&log).contains("resync of table started") {
         assert!(
@@ -427,7 +413,7 @@ async fn during_a_resync_queries_see_the_old_complete_table_until_the_exchange()
         "the old content differs from Postgres now"
     );
 
-    std::fs::remove_file(&hold).unwrap();
+    hold.release();
     let status = wait_child(&mut child, Duration::from_secs(300), &log).await;
     assert!(status.success(), "{status}\n{}", log_text(&log));
     assert_equal(pg, &src, &env.db).await;
@@ -442,21 +428,13 @@ async fn table_resync_leaves_other_tables_and_the_slot_untouched() {
     let log = log_path("pgch-run");
     let pgch = PgchProcess::run(&env.vars, &[], log.clone());
     wait_equal(pg, &src, &env.db, Some(&log)).await;
-    let active = format!(
-        "SELECT active FROM pg_replication_slots WHERE slot_name = '{}'",
-        env.slot
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while pg_rows(pg, &src.database, &active) != "t" {
-        assert!(Instant::now() < deadline, "the slot never became active");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_streaming(pg, &src.database, &env.slot, Duration::from_secs(60)).await;
     let text = resync_fails(&env, &["--table", "public.customers"]).await;
     assert!(
         text.contains("is in use by process") && text.contains("stop `pgch run`"),
         "{text}"
     );
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
     let db = &env.db;
     // Drift in ClickHouse that only a re-copy repairs, and a change the slot still holds.
     ch(&format!(
@@ -515,11 +493,9 @@ async fn sigkill_during_a_resync_blocks_run_until_a_rerun_completes_it() {
     drop_slot(pg, &src, &env);
     pg.sql(&src.database, WHILE_STOPPED).unwrap();
 
-    let hold = std::env::temp_dir().join(unique_name("hold-copy"));
-    std::fs::write(&hold, b"").unwrap();
-    let spec = format!("before_copy={}", hold.display());
+    let hold = CopyHold::held();
     let log = log_path("pgch-resync-killed");
-    let mut child = spawn_resync(&env, &[], &[("PGCH_FAILPOINT_HOLD", &spec)], &log);
+    let mut child = spawn_resync(&env, &[], &[hold.env()], &log);
     let deadline = Instant::now() + Duration::from_secs(120);
     while !log_text(&log).contains("resync of table started") {
         assert!(
@@ -532,9 +508,9 @@ async fn sigkill_during_a_resync_blocks_run_until_a_rerun_completes_it() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    let _ = std::fs::remove_file(&hold);
+    hold.release();
 
-    run_refuses(&env, &["resync is unfinished", "pgch resync"]);
+    run_refuses(&env, &["resync is unfinished", "pgch resync"]).await;
     let text = resync(&env, &[]).await;
     for words in [
         "interrupted resync is continued",
@@ -572,7 +548,8 @@ async fn a_different_source_system_is_refused_then_resync_copies_it_from_a_new_s
             "different Postgres system",
             "pgch resync",
         ],
-    );
+    )
+    .await;
     // Re-copying one table cannot help when the slot's history is gone.
     let text = resync_fails(&env, &["--table", "public.orders"]).await;
     assert!(

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::converge::{env_value, log_path, wait_same, wait_until};
-use common::process::PgchProcess;
+use common::converge::{env_value, log_path, log_text, wait_logged, wait_same};
+use common::process::{pgch_output, PgchProcess};
 use common::{guide_env, guide_source, PublicationShape};
 use pgch::testkit::clickhouse::ClickHouse;
 use pgch::testkit::postgres::{PgCluster, PgOptions};
@@ -21,7 +20,7 @@ fn refused_run(env: &[(String, String)], prefix: &str) -> String {
     let status = pgch
         .wait(Duration::from_secs(60))
         .unwrap_or_else(|| panic!("pgch run kept running on a wrong setup; log {log:?}"));
-    let printed = std::fs::read_to_string(&log).unwrap_or_default();
+    let printed = log_text(&log);
     assert!(!status.success(), "pgch run exited 0: {printed}");
     assert!(
         printed.contains("nothing was created"),
@@ -106,13 +105,7 @@ async fn pgch_resync_refuses_a_wrong_setup_before_changing_anything() {
     let pg = PgCluster::shared();
     let src = guide_source(pg, None, PublicationShape::ForTable);
     let env = guide_env(pg, &src, &[("PGCH__SOURCE__PUBLICATION", "nope")]);
-    let out = Command::new(env!("CARGO_BIN_EXE_pgch"))
-        .args(["resync", "--table", "public.orders"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
+    let out = pgch_output(&["resync", "--table", "public.orders"], &env);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "pgch resync exited 0: {stderr}");
     assert!(
@@ -147,13 +140,8 @@ async fn an_empty_schema_publication_starts_and_copies_a_table_created_later() {
     let db = env_value(&env, "PGCH__DESTINATION__DATABASE");
     let log = log_path("pgch-safe-start-empty-schema");
     let pgch = PgchProcess::run(&env, &[], log.clone());
-    wait_until(Duration::from_secs(60), "pgch streams", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("streaming changes")
-    })
-    .await;
-    let printed = std::fs::read_to_string(&log).unwrap_or_default();
+    wait_logged(&log, "streaming changes", Duration::from_secs(60)).await;
+    let printed = log_text(&log);
     assert!(
         printed.contains("lists no tables yet") && printed.contains("schema later"),
         "says it waits for tables: {printed}"
@@ -195,7 +183,7 @@ async fn an_empty_schema_publication_starts_and_copies_a_table_created_later() {
         &log,
     )
     .await;
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +206,7 @@ async fn a_start_failing_after_creating_its_slot_drops_the_slot_again() {
     let status = pgch
         .wait(Duration::from_secs(60))
         .unwrap_or_else(|| panic!("pgch kept running; log {log:?}"));
-    let printed = std::fs::read_to_string(&log).unwrap_or_default();
+    let printed = log_text(&log);
     assert!(!status.success(), "exits non-zero: {printed}");
     assert!(
         printed.contains("dropped the replication slot this failed start created"),
@@ -252,5 +240,5 @@ async fn a_start_failing_after_creating_its_slot_drops_the_slot_again() {
         &log,
     )
     .await;
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 }

@@ -6,13 +6,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::converge::{env_value, log_path, resync_table, slot_active, wait_same, wait_until};
+use common::converge::{
+    env_value, log_path, log_text, resync_table, wait_logged, wait_same, wait_snapshots_held,
+    wait_streaming,
+};
 use common::partitions::{ch_sums, partitioned_source, PG_SUMS};
-use common::process::PgchProcess;
+use common::process::{CopyHold, PgchProcess};
 use common::{guide_env, guide_source, PublicationShape};
 use pgch::testkit::clickhouse::ClickHouse;
 use pgch::testkit::postgres::PgCluster;
-use pgch::testkit::unique_name;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncate_during_the_snapshot_and_mid_stream_resurrects_nothing() {
@@ -29,28 +31,11 @@ async fn truncate_during_the_snapshot_and_mid_stream_resurrects_nothing() {
         env_value(&env, "PGCH__DESTINATION__DATABASE"),
     );
     // The copy takes its snapshot (5,000 rows) and is held there.
-    let hold = std::env::temp_dir().join(unique_name("hold-copy"));
-    std::fs::write(&hold, b"hold").unwrap();
-    let hold_spec = format!("{}={}", pgch::failpoint::BEFORE_COPY, hold.display());
+    let hold = CopyHold::held();
     let log = log_path("pgch-truncate");
-    let pgch = PgchProcess::run(
-        &env,
-        &[("PGCH_FAILPOINT_HOLD", hold_spec.as_str())],
-        log.clone(),
-    );
-    wait_until(Duration::from_secs(60), "pgch streams", || {
-        slot_active(pg, &src.database, &slot)
-    })
-    .await;
-    wait_until(Duration::from_secs(60), "the copies hold their snapshots", || {
-        pg.sql(
-            &src.database,
-            "SELECT count(*) >= 2 FROM pg_stat_activity WHERE backend_xmin IS NOT NULL AND state = 'idle in transaction'",
-        )
-        .map(|s| s.trim() == "t")
-        .unwrap_or(false)
-    })
-    .await;
+    let pgch = PgchProcess::run(&env, &[hold.env()], log.clone());
+    wait_streaming(pg, &src.database, &slot, Duration::from_secs(60)).await;
+    wait_snapshots_held(pg, &src.database, 2, Duration::from_secs(60)).await;
 
     pg.sql(
         &src.database,
@@ -72,12 +57,12 @@ async fn truncate_during_the_snapshot_and_mid_stream_resurrects_nothing() {
     )
     .await;
     // The held copy saw 5,000 rows; released now, it must not land them.
-    std::fs::remove_file(&hold).unwrap();
-    wait_until(Duration::from_secs(60), "the copy is cancelled", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("copy cancelled by a TRUNCATE")
-    })
+    hold.release();
+    wait_logged(
+        &log,
+        "copy cancelled by a TRUNCATE",
+        Duration::from_secs(60),
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     wait_same(
@@ -112,8 +97,7 @@ async fn truncate_during_the_snapshot_and_mid_stream_resurrects_nothing() {
         &log,
     )
     .await;
-    let status = pgch.terminate(Duration::from_secs(60));
-    assert!(status.success(), "{status:?}");
+    pgch.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,10 +119,7 @@ async fn a_table_added_while_a_transaction_that_wrote_to_it_is_open_loses_no_row
     );
     let log = log_path("pgch-join");
     let pgch = PgchProcess::run(&env, &[], log.clone());
-    wait_until(Duration::from_secs(60), "pgch streams", || {
-        slot_active(pg, &src.database, &slot)
-    })
-    .await;
+    wait_streaming(pg, &src.database, &slot, Duration::from_secs(60)).await;
 
     // A transaction writes to the table, the table joins, then the transaction commits.
     let (open, conn) =
@@ -181,8 +162,7 @@ async fn a_table_added_while_a_transaction_that_wrote_to_it_is_open_loses_no_row
         )
         .await;
     }
-    let status = pgch.terminate(Duration::from_secs(60));
-    assert!(status.success(), "{status:?}");
+    pgch.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,8 +237,7 @@ async fn columns_added_renamed_widened_and_dropped_mid_stream_are_followed() {
     }
 
     // A restart after the changes: the tables are planned anew and still match.
-    let status = pgch.terminate(Duration::from_secs(60));
-    assert!(status.success(), "{status:?}");
+    pgch.stop();
     let mut pgch = PgchProcess::run(&env, &[], log.clone());
     pg.sql(
         &src.database,
@@ -287,12 +266,7 @@ async fn columns_added_renamed_widened_and_dropped_mid_stream_are_followed() {
          UPDATE public.evo SET d = 1 WHERE id = 1;",
     )
     .unwrap();
-    let status = tokio::task::spawn_blocking(move || pgch.wait(Duration::from_secs(60)))
-        .await
-        .unwrap()
-        .expect("pgch stops");
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(status.code(), Some(1), "{text}");
+    let text = pgch.wait_refusal(Duration::from_secs(60)).await;
     assert!(
         text.contains("pgch resync --table public.evo"),
         "the fix is named:\n{text}"
@@ -327,7 +301,7 @@ async fn columns_added_or_widened_while_pgch_was_stopped_are_followed_and_a_rena
         &log,
     )
     .await;
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 
     // While pgch is stopped: changes before, the DDL, changes after.
     pg.sql(
@@ -348,7 +322,7 @@ async fn columns_added_or_widened_while_pgch_was_stopped_are_followed_and_a_rena
         &log,
     )
     .await;
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 
     // A rename while stopped cannot be told from a drop and an add: refused, with the fix.
     pg.sql(
@@ -357,12 +331,7 @@ async fn columns_added_or_widened_while_pgch_was_stopped_are_followed_and_a_rena
     )
     .unwrap();
     let pgch = PgchProcess::run(&env, &[], log.clone());
-    let status = tokio::task::spawn_blocking(move || pgch.wait(Duration::from_secs(60)))
-        .await
-        .unwrap()
-        .expect("pgch stops");
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(status.code(), Some(1), "{text}");
+    let text = pgch.wait_refusal(Duration::from_secs(60)).await;
     assert!(
         text.contains("rename cannot be told") && text.contains("pgch resync"),
         "{text}"
@@ -408,10 +377,8 @@ async fn truncate_ignored_by_config_keeps_the_clickhouse_rows() {
         &log,
     )
     .await;
-    assert!(std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("TRUNCATE ignored"));
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    assert!(log_text(&log).contains("TRUNCATE ignored"));
+    pgch.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,7 +424,7 @@ async fn a_value_keeping_rewrite_after_the_copy_needs_nothing() {
         &log,
     )
     .await;
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,12 +500,7 @@ async fn partitions_attached_with_rows_are_copied_and_a_detach_or_leaf_truncate_
         ),
     ] {
         pg.sql(&src.database, breakage).unwrap();
-        let status = tokio::task::spawn_blocking(move || pgch.wait(Duration::from_secs(90)))
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("pgch kept running after `{breakage}`"));
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert_eq!(status.code(), Some(1), "{text}");
+        let text = pgch.wait_refusal(Duration::from_secs(90)).await;
         assert!(
             text.contains(what) && text.contains("pgch resync --table public.m"),
             "{text}"
@@ -560,7 +522,7 @@ async fn partitions_attached_with_rows_are_copied_and_a_detach_or_leaf_truncate_
         )
         .await;
     }
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    pgch.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -634,8 +596,6 @@ async fn with_auto_resync_a_type_change_and_a_volatile_default_are_resynced_and_
     )
     .await;
     assert!(pgch.try_status().is_none(), "pgch streams on");
-    assert!(std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("resyncing automatically"));
-    assert!(pgch.terminate(Duration::from_secs(60)).success());
+    assert!(log_text(&log).contains("resyncing automatically"));
+    pgch.stop();
 }

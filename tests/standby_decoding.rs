@@ -13,14 +13,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::converge::{env_value, log_path, slot_active, wait_until};
+use common::converge::{env_value, log_path, wait_streaming, wait_until};
+use common::failover::{assert_carried_on, fail_over_mid_workload};
 use common::process::PgchProcess;
-use common::workload::{
-    copy_records, duplicate_keys, run_transactions, wait_equal, Workload, SCHEMA,
-};
+use common::workload::{copy_records, run_transactions, wait_equal, Workload, SCHEMA};
 use common::{env_for, guide_source, settings_for, GuideSource, PublicationShape};
 use pgch::check::{self, Outcome};
-use pgch::testkit::clickhouse::ClickHouse;
 use pgch::testkit::postgres::{loopback_url, PgCluster, PgOptions};
 use pgch::testkit::versions;
 
@@ -148,12 +146,7 @@ async fn standby_decoding_copies_and_streams_from_the_standby_and_carries_on_aft
     let ch_db = env_value(&env, "PGCH__DESTINATION__DATABASE");
     let log = log_path("pgch-standby-decoding");
     let mut pgch = PgchProcess::run(&env, &[], log.clone());
-    wait_until(
-        Duration::from_secs(120),
-        "pgch streams from the standby",
-        || slot_active(&standby, &src.database, &slot),
-    )
-    .await;
+    wait_streaming(&standby, &src.database, &slot, Duration::from_secs(120)).await;
     // Compared with the standby (caught up, no workload yet): reading the primary here
     // would count as scans there.
     wait_equal(&standby, &src.database, &ch_db, &log).await;
@@ -186,23 +179,7 @@ async fn standby_decoding_copies_and_streams_from_the_standby_and_carries_on_aft
     wait_equal(&primary, &src.database, &ch_db, &log).await;
 
     // Mid-workload the primary dies and the standby is promoted.
-    run_transactions(&primary, &src.database, &mut w, 20);
-    primary.stop_server("immediate").unwrap();
-    standby.promote().unwrap();
-    run_transactions(&standby, &src.database, &mut w, 30);
-    wait_equal(&standby, &src.database, &ch_db, &log).await;
-    assert_eq!(duplicate_keys(ClickHouse::shared(), &ch_db).await, 0);
-    assert!(
-        pgch.try_status().is_none(),
-        "pgch carries on after the promotion"
-    );
-    let logged = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!logged.contains("resync required"), "{logged}");
-    assert_eq!(
-        copy_records(&ch_db).await,
-        copies,
-        "no table was copied again"
-    );
-    let status = pgch.terminate(Duration::from_secs(60));
-    assert!(status.success(), "{status:?}");
+    fail_over_mid_workload(&primary, &standby, &src.database, &mut w, 20, 30);
+    assert_carried_on(&mut pgch, &standby, &src.database, &ch_db, &log, &copies).await;
+    pgch.stop();
 }

@@ -8,26 +8,20 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::converge::{env_value, log_path, wait_until};
-use common::process::PgchProcess;
+use common::converge::{env_value, log_path, wait_snapshots_held};
+use common::process::{pgch_output, CopyHold, PgchProcess};
 use common::{guide_env, guide_source, PublicationShape};
 use pgch::testkit::postgres::PgCluster;
 use pgch::testkit::{free_port, unique_name};
 
 /// `pgch status [--format json]`: exit code and stdout.
 fn status(env: &[(String, String)], json: bool) -> (i32, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgch"));
-    cmd.arg("status")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdin(Stdio::null());
-    if json {
-        cmd.args(["--format", "json"]);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run pgch status");
+    let args: &[&str] = if json {
+        &["status", "--format", "json"]
+    } else {
+        &["status"]
+    };
+    let out = pgch_output(args, env);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     (
@@ -146,24 +140,10 @@ async fn status_shows_a_stopped_a_copying_and_a_streaming_pgch_and_the_page_show
     assert!(text.contains("not running"), "{text}");
 
     // Running, every copy held right after taking its snapshot: copying 0/m, healthy.
-    let hold = std::env::temp_dir().join(unique_name("hold-copy"));
-    std::fs::write(&hold, b"hold").unwrap();
-    let hold_spec = format!("{}={}", pgch::failpoint::BEFORE_COPY, hold.display());
+    let hold = CopyHold::held();
     let log = log_path("pgch-status");
-    let pgch = PgchProcess::run(
-        &env,
-        &[("PGCH_FAILPOINT_HOLD", hold_spec.as_str())],
-        log.clone(),
-    );
-    wait_until(Duration::from_secs(60), "the copies hold their snapshots", || {
-        pg.sql(
-            &src.database,
-            "SELECT count(*) >= 1 FROM pg_stat_activity WHERE backend_xmin IS NOT NULL AND state = 'idle in transaction'",
-        )
-        .map(|s| s.trim() == "t")
-        .unwrap_or(false)
-    })
-    .await;
+    let pgch = PgchProcess::run(&env, &[hold.env()], log.clone());
+    wait_snapshots_held(pg, &src.database, 1, Duration::from_secs(60)).await;
     let (code, json) = status_json(&env);
     assert_eq!(code, 0, "copying is healthy: {json:#}");
     assert_eq!(json["level"], "healthy", "{json:#}");
@@ -203,7 +183,7 @@ async fn status_shows_a_stopped_a_copying_and_a_streaming_pgch_and_the_page_show
     eprintln!("status page screenshot: {}", shot.display());
 
     // Released: every table copied, pgch streams; a change shows as the last one applied.
-    std::fs::remove_file(&hold).unwrap();
+    hold.release();
     pg.sql(
         &src.database,
         "UPDATE public.customers SET name = 'ada l' WHERE id = 1;",

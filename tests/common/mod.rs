@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod converge;
+pub mod failover;
 pub mod partitions;
 pub mod process;
 pub mod scrape;
@@ -82,6 +83,15 @@ pub fn settings_for(pg_url: &str, publication: &str, extra: &[(&str, &str)]) -> 
     Config::load_with_env(None, env_for(pg_url, publication, extra))
         .and_then(|c| c.validate())
         .expect("valid settings")
+}
+
+/// The shared ClickHouse's socket address, for a proxy the test puts in front of it.
+pub fn clickhouse_addr() -> std::net::SocketAddr {
+    url::Url::parse(&ClickHouse::shared().url)
+        .ok()
+        .and_then(|u| u.socket_addrs(|| None).ok())
+        .and_then(|a| a.into_iter().next())
+        .expect("ClickHouse address")
 }
 
 /// The `PGCH__…` variables of [`settings_for`], for running the `pgch` binary.

@@ -288,8 +288,19 @@ pub fn run_transactions(pg: &PgCluster, db: &str, w: &mut Workload, n: usize) {
 
 /// Waits (up to 3 minutes) until ClickHouse equals `pg`; the pgch log is in the failure.
 pub async fn wait_equal(pg: &PgCluster, db: &str, ch_db: &str, log: &std::path::Path) {
+    wait_equal_within(pg, db, ch_db, std::time::Duration::from_secs(180), log).await;
+}
+
+/// [`wait_equal`] with its own limit, for runs that take longer or must be quick.
+pub async fn wait_equal_within(
+    pg: &PgCluster,
+    db: &str,
+    ch_db: &str,
+    limit: std::time::Duration,
+    log: &std::path::Path,
+) {
     let ch = ClickHouse::shared();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let deadline = std::time::Instant::now() + limit;
     loop {
         let diffs = differences(pg, db, ch, ch_db).await;
         if diffs.is_empty() {
@@ -297,7 +308,7 @@ pub async fn wait_equal(pg: &PgCluster, db: &str, ch_db: &str, log: &std::path::
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "not equal:\n{}\n--- pgch log ---\n{}",
+            "not equal after {limit:?}:\n{}\n--- pgch log ---\n{}",
             diffs.join("\n"),
             std::fs::read_to_string(log).unwrap_or_default()
         );
