@@ -10,15 +10,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::error::ApplyError;
 use super::{insert, schema, toast};
 use crate::checkpoint::{CommitTicket, Ledger};
 use crate::config::FlushLimits;
 use crate::config::{DestinationSettings, PipelineSettings};
-use crate::error::{self, Class};
 use crate::lsn::Lsn;
 use crate::metrics::Op;
-use crate::pipeline::batch::{ImageError, TableBatch};
-use crate::sink::client::{self as ch_client, SinkError};
+use crate::pipeline::batch::TableBatch;
+use crate::sink::client as ch_client;
 use crate::sink::inflight::wait_for_inserts;
 use crate::sink::preflight::quote_ident as ch_quote;
 use crate::sink::rowbinary::ClampCounts;
@@ -27,50 +27,6 @@ use crate::snapshot::control::CopyControl;
 use crate::snapshot::plan::TablePlan;
 use crate::snapshot::visibility::CopyVisibility;
 use crate::source::pgoutput::{Oid, Relation};
-use crate::source::row::ReadError;
-
-/// Why applying failed for good.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    #[error("{table}: {source}")]
-    Image { table: String, source: ImageError },
-    #[error("a change refers to relation {0}, which no Relation message announced")]
-    UnknownRelation(Oid),
-    #[error(
-        "{0} is not part of the publication pgch planned at start; restart pgch to pick it up"
-    )]
-    UnplannedTable(String),
-    #[error("{table} changed in a way pgch cannot follow in place ({detail}): run `pgch resync --table {table}`")]
-    SchemaChanged { table: String, detail: String },
-    #[error("reading the catalog of {table} failed: {source}")]
-    Catalog { table: String, source: ReadError },
-    #[error(transparent)]
-    Sink(#[from] SinkError),
-    #[error("reading unchanged TOAST values of {table} from Postgres failed: {source}")]
-    Toast { table: String, source: ReadError },
-    #[error("an insert task failed: {0}; restart pgch (the slot keeps what was not written)")]
-    InsertTask(String),
-    #[error("the transactions whose unchanged TOAST values {table} needs were still not visible after {waited:?}; reading them again from the slot")]
-    NotVisible {
-        table: String,
-        waited: std::time::Duration,
-    },
-}
-
-impl ApplyError {
-    /// Retry or stop with a fix.
-    pub fn classify(&self) -> Class {
-        match self {
-            ApplyError::Sink(e) => error::clickhouse(e),
-            // The session starts over from the slot; the changes come again.
-            ApplyError::NotVisible { .. } => Class::Retry,
-            ApplyError::Toast { source, .. } | ApplyError::Catalog { source, .. } => {
-                source.classify()
-            }
-            _ => Class::Fatal { fix: String::new() },
-        }
-    }
-}
 
 struct Lane {
     plan: Arc<TablePlan>,

@@ -24,7 +24,7 @@ use crate::sink::rowbinary::{ClampCounts, Codec};
 use crate::sink::writer::RowBinaryInsert;
 use crate::snapshot::plan::TablePlan;
 
-use super::apply::ApplyError;
+use super::error::ApplyError;
 
 /// One table's rows, encoded and ready to insert.
 pub struct Encoded {

@@ -15,6 +15,7 @@
 
 pub mod apply;
 mod copies;
+mod error;
 mod insert;
 mod multiset;
 pub mod schema;
@@ -26,8 +27,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use self::error::{ApplyError, RunError};
 use crate::config::{Settings, TruncateMode};
-use crate::error::{self, Class};
 use crate::membership;
 use crate::metrics::health::{self, Phase};
 use crate::resync;
@@ -41,37 +42,9 @@ use crate::source::connect;
 use crate::source::pgoutput::{self, DecodeContext, Message};
 use crate::source::stream::{StreamEvent, StreamOptions};
 use crate::source::walsender::Walsender;
-use apply::{Applier, ApplyError, Change};
+use apply::{Applier, Change};
 use copies::Copies;
 use tracker::{still_a_member, LiveShadow, Tracker};
-
-/// Why `pgch run` stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Slot(#[from] SlotError),
-    #[error(transparent)]
-    Snapshot(#[from] snapshot::SnapshotError),
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
-    #[error(transparent)]
-    Sink(#[from] crate::sink::client::SinkError),
-    #[error(transparent)]
-    Connect(#[from] connect::ConnectError),
-    #[error(transparent)]
-    Walsender(#[from] crate::source::walsender::WalsenderError),
-    #[error(transparent)]
-    Stream(#[from] crate::source::stream::StreamError),
-    #[error("the automatic resync failed: {0}")]
-    Resync(String),
-    #[error("a copy task failed: {0}; restart pgch to resume the copy")]
-    CopyTask(String),
-    #[error("cannot decode the change at {lsn}: {source}")]
-    Decode {
-        lsn: crate::lsn::Lsn,
-        source: pgoutput::DecodeError,
-    },
-}
 
 /// [`run`], with `pipeline.auto_resync`: when the stream needs a resync (a lost slot, a
 /// schema change that cannot be followed), runs it — every table, or the one table —
@@ -369,77 +342,6 @@ enum SessionEnd {
     Abandoned,
     /// The server closed the stream cleanly.
     Ended,
-}
-
-impl RunError {
-    /// What a resync would fix: `Some(vec![])` for every table (the slot is gone or
-    /// lost), `Some(vec![table])` for one table; `None` when a resync is not the fix.
-    pub fn resync_scope(&self) -> Option<Vec<String>> {
-        match self {
-            RunError::Slot(SlotError::ResyncRequired(_)) => Some(Vec::new()),
-            // The slot invalidated or dropped under a running stream.
-            RunError::Stream(crate::source::stream::StreamError::Server {
-                sqlstate,
-                message,
-                ..
-            })
-            | RunError::Walsender(crate::source::wire::WireError::Server {
-                sqlstate,
-                message,
-                ..
-            }) if (sqlstate == "55000" || sqlstate == "42704")
-                && message.contains("replication slot") =>
-            {
-                Some(Vec::new())
-            }
-            RunError::Apply(ApplyError::SchemaChanged { table, .. })
-            | RunError::Snapshot(snapshot::SnapshotError::IncompatibleTable {
-                source_table: table,
-                ..
-            }) => Some(vec![table.clone()]),
-            _ => None,
-        }
-    }
-
-    /// Retry or stop with a fix (one classification: [`crate::error`]).
-    pub fn classify(&self) -> Class {
-        use crate::source::stream::StreamError;
-        use crate::source::wire::WireError;
-        match self {
-            RunError::Walsender(WireError::Server {
-                sqlstate, message, ..
-            })
-            | RunError::Stream(StreamError::Server {
-                sqlstate, message, ..
-            }) => error::postgres(sqlstate, message),
-            RunError::Walsender(WireError::UnsupportedAuth { .. }) => Class::Fatal {
-                fix: "allow SCRAM-SHA-256, MD5 or password authentication for the pgch user".into(),
-            },
-            RunError::Walsender(_) | RunError::Stream(_) => Class::Retry,
-            RunError::Connect(e) => match &e.sqlstate {
-                Some(state) => error::postgres(state, &e.message),
-                None => Class::Retry,
-            },
-            RunError::Apply(e) => e.classify(),
-            RunError::Sink(e) => error::clickhouse(e),
-            RunError::Snapshot(e) => e.classify(),
-            RunError::Slot(slot::SlotError::Walsender(e)) => match e.sqlstate() {
-                Some(state) => error::postgres(state, ""),
-                None => Class::Retry,
-            },
-            RunError::Slot(slot::SlotError::Sink(e)) => error::clickhouse(e),
-            // The message itself says what to do.
-            RunError::Slot(_)
-            | RunError::Decode { .. }
-            | RunError::Resync(_)
-            | RunError::CopyTask(_) => Class::Fatal { fix: String::new() },
-        }
-    }
-
-    /// Lost connections and server restarts are retried; everything else needs the operator.
-    pub fn is_transient(&self) -> bool {
-        self.classify().is_retry()
-    }
 }
 
 /// One replication session: connect, stream and apply until shutdown or an error.

@@ -29,7 +29,7 @@ use crate::source::columns::{published_columns, CatalogColumn};
 use crate::source::pgoutput::Relation;
 use crate::source::row::ReadError;
 
-use super::apply::ApplyError;
+use super::error::ApplyError;
 use crate::schema::{add_column_sql, is_safe_widening, AddColumnError};
 
 /// The table as the Relation message describes it, planned, and the DDL that brings

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::apply::ApplyError;
+use super::error::ApplyError;
 use crate::pipeline::batch::{Cell, TableBatch};
 use crate::snapshot::plan::TablePlan;
 use crate::source::catalog::quote_ident;

@@ -4,8 +4,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::apply::{Applier, ApplyError};
+use super::apply::Applier;
 use super::copies::Copies;
+use super::error::ApplyError;
 use super::RunError;
 use crate::config::Settings;
 use crate::membership;
