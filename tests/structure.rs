@@ -176,3 +176,51 @@ fn the_cut_dependencies_stay_cut() {
     assert!(graph["snapshot"].contains("sink"));
     assert!(graph["cdc"].contains("resync"));
 }
+
+/// The README's Layout block: the lines between its ``` fences.
+fn readme_layout() -> String {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("## Layout")
+        .nth(1)
+        .expect("README.md has a Layout section");
+    section
+        .split("```")
+        .nth(1)
+        .expect("the Layout section has a code block")
+        .to_string()
+}
+
+#[test]
+fn readme_layout_names_every_top_level_module_and_nothing_gone() {
+    let layout = readme_layout();
+    let named: BTreeSet<String> = layout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.starts_with("src/"))
+        .map(str::to_string)
+        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut missing = Vec::new();
+    for entry in fs::read_dir(root.join("src")).expect("src") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("name").to_string_lossy().into_owned();
+        let shown = if path.is_dir() {
+            format!("src/{name}/")
+        } else if name.ends_with(".rs") {
+            format!("src/{name}")
+        } else {
+            continue;
+        };
+        if !named.contains(&shown) {
+            missing.push(shown);
+        }
+    }
+    let gone: Vec<&String> = named
+        .iter()
+        .filter(|p| !root.join(p.as_str()).exists())
+        .collect();
+    assert!(missing.is_empty(), "README Layout does not name {missing:?}");
+    assert!(gone.is_empty(), "README Layout names what is not there: {gone:?}");
+}
