@@ -205,7 +205,11 @@ fn readme_layout_names_every_top_level_module_and_nothing_gone() {
     let mut missing = Vec::new();
     for entry in fs::read_dir(root.join("src")).expect("src") {
         let path = entry.expect("entry").path();
-        let name = path.file_name().expect("name").to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
         let shown = if path.is_dir() {
             format!("src/{name}/")
         } else if name.ends_with(".rs") {
@@ -221,6 +225,12 @@ fn readme_layout_names_every_top_level_module_and_nothing_gone() {
         .iter()
         .filter(|p| !root.join(p.as_str()).exists())
         .collect();
-    assert!(missing.is_empty(), "README Layout does not name {missing:?}");
-    assert!(gone.is_empty(), "README Layout names what is not there: {gone:?}");
+    assert!(
+        missing.is_empty(),
+        "README Layout does not name {missing:?}"
+    );
+    assert!(
+        gone.is_empty(),
+        "README Layout names what is not there: {gone:?}"
+    );
 }

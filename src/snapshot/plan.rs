@@ -184,25 +184,10 @@ pub fn plan_table(
 mod tests {
     use super::*;
     use crate::sink::types::oid;
-    use crate::source::catalog::ReplicaIdentity;
     use crate::source::columns::ElementType;
 
     fn table() -> PublishedTable {
-        PublishedTable {
-            oid: 1,
-            schema: "public".into(),
-            name: "t".into(),
-            relkind: "r".into(),
-            is_partition: false,
-            replica_identity: ReplicaIdentity::Default,
-            has_primary_key: true,
-            primary_key_deferrable: false,
-            has_identity_index: false,
-            can_select: true,
-            schema_usage: true,
-            row_filter: None,
-            column_list: None,
-        }
+        PublishedTable::sample("public", "t")
     }
 
     fn column(attnum: i16, name: &str, type_oid: u32, type_name: &str) -> CatalogColumn {

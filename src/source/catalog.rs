@@ -91,6 +91,26 @@ impl PublishedTable {
     pub fn display(&self) -> String {
         format!("{}.{}", self.schema, self.name)
     }
+
+    /// An ordinary table with a primary key that pgch may read: the unit tests' fixture.
+    #[cfg(test)]
+    pub(crate) fn sample(schema: &str, name: &str) -> PublishedTable {
+        PublishedTable {
+            oid: 1,
+            schema: schema.into(),
+            name: name.into(),
+            relkind: "r".into(),
+            is_partition: false,
+            replica_identity: ReplicaIdentity::Default,
+            has_primary_key: true,
+            primary_key_deferrable: false,
+            has_identity_index: false,
+            can_select: true,
+            schema_usage: true,
+            row_filter: None,
+            column_list: None,
+        }
+    }
 }
 
 /// Quotes a Postgres identifier.

@@ -599,21 +599,7 @@ mod tests {
     use crate::source::catalog::{PublishedTable, ReplicaIdentity};
 
     fn table(schema: &str, name: &str) -> PublishedTable {
-        PublishedTable {
-            oid: 1,
-            schema: schema.into(),
-            name: name.into(),
-            relkind: "r".into(),
-            is_partition: false,
-            replica_identity: ReplicaIdentity::Default,
-            has_primary_key: true,
-            primary_key_deferrable: false,
-            has_identity_index: false,
-            can_select: true,
-            schema_usage: true,
-            row_filter: None,
-            column_list: None,
-        }
+        PublishedTable::sample(schema, name)
     }
 
     #[test]
