@@ -52,7 +52,7 @@ use bytes::{BufMut, BytesMut};
 use crate::sink::pgtext::{self, ArrayDim, Numeric, PgDate, PgTimestamp, TextError};
 
 pub use clamp::{ClampCounts, ClampKind};
-pub use codec::{Codec, DateRange, NullMode, ValueCodec};
+pub use codec::{Codec, DateRange, NullMode, Scalar, ValueCodec};
 pub use decimal::{DecimalOverflow, MAX_PRECISION};
 pub use error::{snippet, EncodeError};
 pub use placeholder::encode_placeholder;
@@ -148,13 +148,27 @@ impl Encoder<'_> {
             problem,
         };
         match codec {
-            ValueCodec::Bool => out.put_u8(u8::from(pgtext::parse_bool(t).map_err(malformed)?)),
-            ValueCodec::Int16 => out.put_i16_le(pgtext::parse_int(t).map_err(malformed)?),
-            ValueCodec::Int32 => out.put_i32_le(pgtext::parse_int(t).map_err(malformed)?),
-            ValueCodec::Int64 => out.put_i64_le(pgtext::parse_int(t).map_err(malformed)?),
-            ValueCodec::UInt32 => out.put_u32_le(pgtext::parse_int(t).map_err(malformed)?),
-            ValueCodec::Float32 => out.put_f32_le(pgtext::parse_f32(t).map_err(malformed)?),
-            ValueCodec::Float64 => out.put_f64_le(pgtext::parse_f64(t).map_err(malformed)?),
+            ValueCodec::Scalar(Scalar::Bool) => {
+                out.put_u8(u8::from(pgtext::parse_bool(t).map_err(malformed)?))
+            }
+            ValueCodec::Scalar(Scalar::Int16) => {
+                out.put_i16_le(pgtext::parse_int(t).map_err(malformed)?)
+            }
+            ValueCodec::Scalar(Scalar::Int32) => {
+                out.put_i32_le(pgtext::parse_int(t).map_err(malformed)?)
+            }
+            ValueCodec::Scalar(Scalar::Int64) => {
+                out.put_i64_le(pgtext::parse_int(t).map_err(malformed)?)
+            }
+            ValueCodec::Scalar(Scalar::UInt32) => {
+                out.put_u32_le(pgtext::parse_int(t).map_err(malformed)?)
+            }
+            ValueCodec::Scalar(Scalar::Float32) => {
+                out.put_f32_le(pgtext::parse_f32(t).map_err(malformed)?)
+            }
+            ValueCodec::Scalar(Scalar::Float64) => {
+                out.put_f64_le(pgtext::parse_f64(t).map_err(malformed)?)
+            }
             ValueCodec::Decimal { precision, scale } => {
                 let does_not_fit = |detail: String| EncodeError::DoesNotFit {
                     what: "numeric",

@@ -42,6 +42,7 @@ mod tests;
 
 use std::fmt;
 
+pub use crate::sink::rowbinary::Scalar;
 use crate::sink::rowbinary::{Codec, DateRange, NullMode, ValueCodec, MAX_PRECISION};
 
 /// OIDs of the built-in types the map knows (fixed in every Postgres since 12).
@@ -153,13 +154,7 @@ impl PgType {
 /// A ClickHouse column type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChType {
-    Bool,
-    Int16,
-    Int32,
-    Int64,
-    UInt32,
-    Float32,
-    Float64,
+    Scalar(Scalar),
     /// `precision` 1..=76, `scale` ≤ `precision`.
     Decimal {
         precision: u8,
@@ -235,13 +230,7 @@ impl ChType {
 impl fmt::Display for ChType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ChType::Bool => f.write_str("Bool"),
-            ChType::Int16 => f.write_str("Int16"),
-            ChType::Int32 => f.write_str("Int32"),
-            ChType::Int64 => f.write_str("Int64"),
-            ChType::UInt32 => f.write_str("UInt32"),
-            ChType::Float32 => f.write_str("Float32"),
-            ChType::Float64 => f.write_str("Float64"),
+            ChType::Scalar(t) => f.write_str(t.name()),
             ChType::Decimal { precision, scale } => write!(f, "Decimal({precision}, {scale})"),
             ChType::String => f.write_str("String"),
             ChType::Uuid => f.write_str("UUID"),
@@ -420,13 +409,13 @@ fn scalar_mapping(
         return Ok(text);
     }
     Ok(match pg.oid {
-        oid::BOOL => (ChType::Bool, ValueCodec::Bool),
-        oid::INT2 => (ChType::Int16, ValueCodec::Int16),
-        oid::INT4 => (ChType::Int32, ValueCodec::Int32),
-        oid::INT8 => (ChType::Int64, ValueCodec::Int64),
-        oid::OID | oid::XID => (ChType::UInt32, ValueCodec::UInt32),
-        oid::FLOAT4 => (ChType::Float32, ValueCodec::Float32),
-        oid::FLOAT8 => (ChType::Float64, ValueCodec::Float64),
+        oid::BOOL => scalar(Scalar::Bool),
+        oid::INT2 => scalar(Scalar::Int16),
+        oid::INT4 => scalar(Scalar::Int32),
+        oid::INT8 => scalar(Scalar::Int64),
+        oid::OID | oid::XID => scalar(Scalar::UInt32),
+        oid::FLOAT4 => scalar(Scalar::Float32),
+        oid::FLOAT8 => scalar(Scalar::Float64),
         oid::NUMERIC => match numeric_decimal(typmod)? {
             Some((precision, scale)) => decimal(precision, scale),
             None if typmod < 0 && opts.numeric_unconstrained_as_decimal => {
@@ -451,6 +440,11 @@ fn scalar_mapping(
         oid::JSON | oid::JSONB if opts.json_native && !is_key => (ChType::Json, ValueCodec::Text),
         _ => text,
     })
+}
+
+/// A fixed-width type: the same in the table and in the encoding.
+fn scalar(t: Scalar) -> (ChType, ValueCodec) {
+    (ChType::Scalar(t), ValueCodec::Scalar(t))
 }
 
 fn decimal(precision: u8, scale: u8) -> (ChType, ValueCodec) {

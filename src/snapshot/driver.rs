@@ -330,21 +330,6 @@ async fn copy_job(
     let mut pg = connect::connect(&settings.source.endpoint).await?;
     let started = Instant::now();
     let tx = loop {
-        if let Some(held) = &held {
-            let tx = pg
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(SnapshotError::Catalog)?;
-            let import = format!("SET TRANSACTION SNAPSHOT '{}'", escape_string(&held.id));
-            if let Err(e) = tx.batch_execute(&import).await {
-                tracing::warn!(table = %table, error = %e, "cannot import the copy's held snapshot");
-                return Err(SnapshotError::HeldSnapshotLost(table));
-            }
-            break tx;
-        }
         let tx = pg
             .build_transaction()
             .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -352,6 +337,14 @@ async fn copy_job(
             .start()
             .await
             .map_err(SnapshotError::Catalog)?;
+        if let Some(held) = &held {
+            let import = format!("SET TRANSACTION SNAPSHOT '{}'", escape_string(&held.id));
+            if let Err(e) = tx.batch_execute(&import).await {
+                tracing::warn!(table = %table, error = %e, "cannot import the copy's held snapshot");
+                return Err(SnapshotError::HeldSnapshotLost(table));
+            }
+            break tx;
+        }
         let Some(min) = min_xmin else { break tx };
         let row = tx
             .query_one(

@@ -26,9 +26,10 @@ pub enum NullMode {
     Reject,
 }
 
-/// The value's encoding, without its NULL handling.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ValueCodec {
+/// The fixed-width ClickHouse types, one vocabulary for the type map
+/// ([`crate::sink::types::ChType::Scalar`]) and the encoder ([`ValueCodec::Scalar`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scalar {
     Bool,
     Int16,
     Int32,
@@ -36,6 +37,27 @@ pub enum ValueCodec {
     UInt32,
     Float32,
     Float64,
+}
+
+impl Scalar {
+    /// The type as ClickHouse spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scalar::Bool => "Bool",
+            Scalar::Int16 => "Int16",
+            Scalar::Int32 => "Int32",
+            Scalar::Int64 => "Int64",
+            Scalar::UInt32 => "UInt32",
+            Scalar::Float32 => "Float32",
+            Scalar::Float64 => "Float64",
+        }
+    }
+}
+
+/// The value's encoding, without its NULL handling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueCodec {
+    Scalar(Scalar),
     Decimal {
         precision: u8,
         scale: u8,
@@ -69,13 +91,7 @@ impl ValueCodec {
     /// The ClickHouse type written (without Nullable), for messages.
     pub fn ch_type(&self) -> String {
         match self {
-            ValueCodec::Bool => "Bool".into(),
-            ValueCodec::Int16 => "Int16".into(),
-            ValueCodec::Int32 => "Int32".into(),
-            ValueCodec::Int64 => "Int64".into(),
-            ValueCodec::UInt32 => "UInt32".into(),
-            ValueCodec::Float32 => "Float32".into(),
-            ValueCodec::Float64 => "Float64".into(),
+            ValueCodec::Scalar(t) => t.name().into(),
             ValueCodec::Decimal { precision, scale } => format!("Decimal({precision}, {scale})"),
             ValueCodec::Text | ValueCodec::Bytea => "String".into(),
             ValueCodec::Uuid => "UUID".into(),
@@ -99,11 +115,12 @@ impl ValueCodec {
     /// What the Postgres text is, for messages.
     pub(super) fn what(&self) -> &'static str {
         match self {
-            ValueCodec::Bool => "bool",
-            ValueCodec::Int16 | ValueCodec::Int32 | ValueCodec::Int64 | ValueCodec::UInt32 => {
-                "integer"
-            }
-            ValueCodec::Float32 | ValueCodec::Float64 => "float",
+            ValueCodec::Scalar(Scalar::Bool) => "bool",
+            ValueCodec::Scalar(Scalar::Int16)
+            | ValueCodec::Scalar(Scalar::Int32)
+            | ValueCodec::Scalar(Scalar::Int64)
+            | ValueCodec::Scalar(Scalar::UInt32) => "integer",
+            ValueCodec::Scalar(Scalar::Float32) | ValueCodec::Scalar(Scalar::Float64) => "float",
             ValueCodec::Decimal { .. } => "numeric",
             ValueCodec::Text => "text",
             ValueCodec::Bytea => "bytea",

@@ -26,7 +26,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{put_leb128, Codec, DateRange, NullMode, ValueCodec};
+use super::{put_leb128, Codec, DateRange, NullMode, Scalar, ValueCodec};
 
 /// Appends the placeholder of `codec`'s column to `out`: NULL (`01`) for a `Nullable`
 /// column, else the zero (empty, epoch) value of its type. Never fails, counts no clamp.
@@ -45,13 +45,13 @@ pub fn encode_placeholder(codec: &Codec, out: &mut BytesMut) {
 /// The zero value of `value`'s type (never NULL).
 fn zero(value: &ValueCodec, out: &mut BytesMut) {
     match value {
-        ValueCodec::Bool => out.put_u8(0),
-        ValueCodec::Int16 => out.put_i16_le(0),
-        ValueCodec::Int32 => out.put_i32_le(0),
-        ValueCodec::Int64 => out.put_i64_le(0),
-        ValueCodec::UInt32 => out.put_u32_le(0),
-        ValueCodec::Float32 => out.put_f32_le(0.0),
-        ValueCodec::Float64 => out.put_f64_le(0.0),
+        ValueCodec::Scalar(Scalar::Bool) => out.put_u8(0),
+        ValueCodec::Scalar(Scalar::Int16) => out.put_i16_le(0),
+        ValueCodec::Scalar(Scalar::Int32) => out.put_i32_le(0),
+        ValueCodec::Scalar(Scalar::Int64) => out.put_i64_le(0),
+        ValueCodec::Scalar(Scalar::UInt32) => out.put_u32_le(0),
+        ValueCodec::Scalar(Scalar::Float32) => out.put_f32_le(0.0),
+        ValueCodec::Scalar(Scalar::Float64) => out.put_f64_le(0.0),
         // The width `decimal::put_decimal` writes: Int32/Int64/Int128/Int256.
         ValueCodec::Decimal { precision, .. } => {
             let width = match precision {
@@ -146,13 +146,13 @@ mod tests {
     /// until it has a placeholder and a case below.
     fn variant(v: &ValueCodec) -> &'static str {
         match v {
-            ValueCodec::Bool => "Bool",
-            ValueCodec::Int16 => "Int16",
-            ValueCodec::Int32 => "Int32",
-            ValueCodec::Int64 => "Int64",
-            ValueCodec::UInt32 => "UInt32",
-            ValueCodec::Float32 => "Float32",
-            ValueCodec::Float64 => "Float64",
+            ValueCodec::Scalar(Scalar::Bool) => "Bool",
+            ValueCodec::Scalar(Scalar::Int16) => "Int16",
+            ValueCodec::Scalar(Scalar::Int32) => "Int32",
+            ValueCodec::Scalar(Scalar::Int64) => "Int64",
+            ValueCodec::Scalar(Scalar::UInt32) => "UInt32",
+            ValueCodec::Scalar(Scalar::Float32) => "Float32",
+            ValueCodec::Scalar(Scalar::Float64) => "Float64",
             ValueCodec::Decimal { .. } => "Decimal",
             ValueCodec::Text => "Text",
             ValueCodec::Bytea => "Bytea",

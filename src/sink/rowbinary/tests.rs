@@ -69,31 +69,71 @@ fn err(c: &Codec, value: Option<&str>) -> String {
 #[test]
 fn scalars_match_clickhouse_rowbinary() {
     let cases: &[(Codec, &str, &str)] = &[
-        (plain(ValueCodec::Int16), "-32768", "0080"),
-        (plain(ValueCodec::Int16), "32767", "FF7F"),
-        (plain(ValueCodec::Int32), "-2147483648", "00000080"),
+        (plain(ValueCodec::Scalar(Scalar::Int16)), "-32768", "0080"),
+        (plain(ValueCodec::Scalar(Scalar::Int16)), "32767", "FF7F"),
         (
-            plain(ValueCodec::Int64),
+            plain(ValueCodec::Scalar(Scalar::Int32)),
+            "-2147483648",
+            "00000080",
+        ),
+        (
+            plain(ValueCodec::Scalar(Scalar::Int64)),
             "-9223372036854775808",
             "0000000000000080",
         ),
         (
-            plain(ValueCodec::Int64),
+            plain(ValueCodec::Scalar(Scalar::Int64)),
             "9223372036854775807",
             "FFFFFFFFFFFFFF7F",
         ),
-        (plain(ValueCodec::UInt32), "4294967295", "FFFFFFFF"),
-        (plain(ValueCodec::Bool), "t", "01"),
-        (plain(ValueCodec::Bool), "f", "00"),
-        (plain(ValueCodec::Float32), "NaN", "0000C07F"),
-        (plain(ValueCodec::Float32), "Infinity", "0000807F"),
-        (plain(ValueCodec::Float32), "-Infinity", "000080FF"),
-        (plain(ValueCodec::Float32), "-0", "00000080"),
-        (plain(ValueCodec::Float32), "1.1754944e-38", "00008000"),
-        (plain(ValueCodec::Float64), "5e-324", "0100000000000000"),
-        (plain(ValueCodec::Float64), "1e+300", "9C7500883CE4377E"),
-        (plain(ValueCodec::Float64), "-Infinity", "000000000000F0FF"),
-        (plain(ValueCodec::Float64), "0.1", "9A9999999999B93F"),
+        (
+            plain(ValueCodec::Scalar(Scalar::UInt32)),
+            "4294967295",
+            "FFFFFFFF",
+        ),
+        (plain(ValueCodec::Scalar(Scalar::Bool)), "t", "01"),
+        (plain(ValueCodec::Scalar(Scalar::Bool)), "f", "00"),
+        (
+            plain(ValueCodec::Scalar(Scalar::Float32)),
+            "NaN",
+            "0000C07F",
+        ),
+        (
+            plain(ValueCodec::Scalar(Scalar::Float32)),
+            "Infinity",
+            "0000807F",
+        ),
+        (
+            plain(ValueCodec::Scalar(Scalar::Float32)),
+            "-Infinity",
+            "000080FF",
+        ),
+        (plain(ValueCodec::Scalar(Scalar::Float32)), "-0", "00000080"),
+        (
+            plain(ValueCodec::Scalar(Scalar::Float32)),
+            "1.1754944e-38",
+            "00008000",
+        ),
+        (
+            plain(ValueCodec::Scalar(Scalar::Float64)),
+            "5e-324",
+            "0100000000000000",
+        ),
+        (
+            plain(ValueCodec::Scalar(Scalar::Float64)),
+            "1e+300",
+            "9C7500883CE4377E",
+        ),
+        (
+            plain(ValueCodec::Scalar(Scalar::Float64)),
+            "-Infinity",
+            "000000000000F0FF",
+        ),
+        (
+            plain(ValueCodec::Scalar(Scalar::Float64)),
+            "0.1",
+            "9A9999999999B93F",
+        ),
         (
             plain(ValueCodec::Uuid),
             "61f0c404-5cb3-11e7-907b-a6006ad3dba0",
@@ -201,7 +241,7 @@ fn strings_and_nullables_match_clickhouse_rowbinary() {
     assert_eq!(hex(&nullable, Some("x")), "000178");
     assert_eq!(
         hex(
-            &codec(ValueCodec::Int32, NullMode::Nullable, false),
+            &codec(ValueCodec::Scalar(Scalar::Int32), NullMode::Nullable, false),
             Some("5")
         ),
         "0005000000"
@@ -225,11 +265,17 @@ fn bytea_is_stored_raw() {
 #[test]
 fn arrays_and_hstore_match_clickhouse_rowbinary() {
     assert_eq!(
-        hex(&array(ValueCodec::Int32, 1), Some("{1,NULL,3}")),
+        hex(
+            &array(ValueCodec::Scalar(Scalar::Int32), 1),
+            Some("{1,NULL,3}")
+        ),
         "030001000000010003000000"
     );
     assert_eq!(
-        hex(&array(ValueCodec::Int32, 2), Some("{{1,2},{3,NULL}}")),
+        hex(
+            &array(ValueCodec::Scalar(Scalar::Int32), 2),
+            Some("{{1,2},{3,NULL}}")
+        ),
         "02020001000000000200000002000300000001"
     );
     assert_eq!(
@@ -284,15 +330,19 @@ fn array_elements_use_their_type_codec() {
     let (bytes, _) = enc(&boxes, Some(b"{(1,1),(0,0);(2,2),(1,1)}")).unwrap();
     assert_eq!(bytes, b"\x02\x00\x0b(1,1),(0,0)\x00\x0b(2,2),(1,1)");
     assert!(
-        err(&array(ValueCodec::Int32, 1), Some("{1,x}")).contains("malformed integer text \"x\"")
+        err(&array(ValueCodec::Scalar(Scalar::Int32), 1), Some("{1,x}"))
+            .contains("malformed integer text \"x\"")
     );
 }
 
 #[test]
 fn empty_null_and_reshaped_arrays() {
-    let a = array(ValueCodec::Int32, 1);
+    let a = array(ValueCodec::Scalar(Scalar::Int32), 1);
     assert_eq!(hex(&a, Some("{}")), "00");
-    assert_eq!(hex(&array(ValueCodec::Int32, 3), Some("{}")), "00");
+    assert_eq!(
+        hex(&array(ValueCodec::Scalar(Scalar::Int32), 3), Some("{}")),
+        "00"
+    );
     let (bytes, clamps) = enc(&a, None).unwrap();
     assert_eq!(bytes, [0]);
     assert_eq!(clamps.get(ClampKind::NullAsEmpty), 1);
@@ -305,11 +355,13 @@ fn empty_null_and_reshaped_arrays() {
          the column 1 (Postgres does not enforce an array column's declared dimensions); \
          map the column to String"
     );
-    assert!(err(&array(ValueCodec::Int32, 2), Some("{1,2}"))
-        .contains("it has 1 dimensions, the column 2"));
+    assert!(
+        err(&array(ValueCodec::Scalar(Scalar::Int32), 2), Some("{1,2}"))
+            .contains("it has 1 dimensions, the column 2")
+    );
     let key = Codec {
         key: true,
-        ..array(ValueCodec::Int32, 1)
+        ..array(ValueCodec::Scalar(Scalar::Int32), 1)
     };
     assert!(err(&key, None).starts_with("NULL cannot be stored in Array(Nullable(Int32))"));
     assert!(err(&key, Some("[0:0]={1}")).contains("lower bounds"));
@@ -393,7 +445,7 @@ fn key_columns_are_never_clamped_nor_null() {
     assert!(err(&key_ts, Some("-infinity")).contains("DateTime64(6, 'UTC')'s range"));
     assert_eq!(hex(&key_date, Some("2024-02-29")), "464D0000");
     assert_eq!(
-        err(&plain(ValueCodec::Int64), None),
+        err(&plain(ValueCodec::Scalar(Scalar::Int64)), None),
         "NULL cannot be stored in Int64: the column is NOT NULL or part of the key"
     );
 }
@@ -419,7 +471,7 @@ fn a_failed_value_leaves_buffer_and_counts_untouched() {
 #[test]
 fn messages_name_the_value_and_cut_long_ones() {
     let long = "x".repeat(500);
-    let msg = err(&plain(ValueCodec::Int32), Some(&long));
+    let msg = err(&plain(ValueCodec::Scalar(Scalar::Int32)), Some(&long));
     assert!(
         msg.starts_with(&format!(
             "malformed integer text \"{}… (500 bytes)\"",

@@ -282,8 +282,11 @@ fn chtype_ddl_and_helpers() {
         "LowCardinality(Nullable(String))"
     );
     assert_eq!(lc.clone().nullable().nullable(), lc.nullable());
-    assert_eq!(ChType::Int32.nullable().nullable().ddl(), "Nullable(Int32)");
-    assert!(!ChType::Int32.has_nullable());
+    assert_eq!(
+        ChType::Scalar(Scalar::Int32).nullable().nullable().ddl(),
+        "Nullable(Int32)"
+    );
+    assert!(!ChType::Scalar(Scalar::Int32).has_nullable());
     assert!(ChType::Array(Box::new(ChType::Json.nullable())).needs_json_as_string());
     assert_eq!(
         format!("{}", ChType::DateTime64 { utc: true }),

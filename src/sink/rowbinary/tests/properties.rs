@@ -54,13 +54,13 @@ fn decimal_case() -> impl Strategy<Value = (bool, String, String, u8)> {
 fn every_codec() -> Vec<Codec> {
     let range = DateRange::DOCUMENTED;
     let scalars = vec![
-        ValueCodec::Bool,
-        ValueCodec::Int16,
-        ValueCodec::Int32,
-        ValueCodec::Int64,
-        ValueCodec::UInt32,
-        ValueCodec::Float32,
-        ValueCodec::Float64,
+        ValueCodec::Scalar(Scalar::Bool),
+        ValueCodec::Scalar(Scalar::Int16),
+        ValueCodec::Scalar(Scalar::Int32),
+        ValueCodec::Scalar(Scalar::Int64),
+        ValueCodec::Scalar(Scalar::UInt32),
+        ValueCodec::Scalar(Scalar::Float32),
+        ValueCodec::Scalar(Scalar::Float64),
         ValueCodec::Decimal {
             precision: 9,
             scale: 2,
@@ -106,7 +106,7 @@ fn every_codec() -> Vec<Codec> {
 proptest! {
     #[test]
     fn any_i64_encodes_little_endian(v in any::<i64>()) {
-        let (bytes, _) = enc(&plain(ValueCodec::Int64), Some(v.to_string().as_bytes())).unwrap();
+        let (bytes, _) = enc(&plain(ValueCodec::Scalar(Scalar::Int64)), Some(v.to_string().as_bytes())).unwrap();
         prop_assert_eq!(bytes, v.to_le_bytes().to_vec());
     }
 
