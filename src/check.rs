@@ -144,6 +144,7 @@ pub async fn run(settings: &Settings) -> Report {
         crate::sink::preflight::run(&settings.destination),
     );
     source.extend(destination);
+    source.extend(crate::snapshot::layout_check::layout_checks(settings).await);
     Report { checks: source }
 }
 

@@ -76,7 +76,16 @@ async fn a_row_read_by_copy_and_by_pgoutput_encodes_to_the_same_bytes() {
     };
     let plans: Vec<_> = [MappingOptions::default(), wide]
         .iter()
-        .map(|opts| plan_table(table, "public_parity".into(), columns.clone(), opts).unwrap())
+        .map(|opts| {
+            plan_table(
+                table,
+                "public_parity".into(),
+                columns.clone(),
+                opts,
+                &Default::default(),
+            )
+            .unwrap()
+        })
         .collect();
 
     // Snapshot side: COPY text, un-escaped.

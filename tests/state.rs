@@ -16,6 +16,8 @@ async fn state_round_trips_and_the_latest_write_wins() {
         connect_timeout: std::time::Duration::from_secs(10),
         cluster: None,
         table_names: Default::default(),
+        table_options: Default::default(),
+        create_views: true,
     };
     let a = StateStore::open(&settings, "slot_a").await.unwrap();
     let b = StateStore::open(&settings, "slot_b").await.unwrap();

@@ -62,6 +62,8 @@ pub struct Applier {
     /// The type map the tables were planned with: a shape change re-plans with it, so
     /// the stream keeps encoding as the snapshot does.
     mapping: MappingOptions,
+    /// `destination.create_views`: a reshaped keyed table's view is made again.
+    create_views: bool,
     /// Source tables (oids) a streamed TRUNCATE emptied since the membership poll.
     truncated: Vec<u32>,
     control: Arc<CopyControl>,
@@ -105,7 +107,7 @@ impl Applier {
                 by_name.insert(plan.source.display(), i);
                 Lane {
                     batch: TableBatch::for_plan(&plan),
-                    live: plan.columns.iter().map(|c| c.name.clone()).collect(),
+                    live: plan.published.iter().map(|c| c.name.clone()).collect(),
                     plan,
                     last_relation: None,
                     received: [0; 3],
@@ -117,6 +119,7 @@ impl Applier {
         Applier {
             server_version: 0,
             mapping: MappingOptions::default(),
+            create_views: true,
             truncated: Vec::new(),
             lanes,
             control,
@@ -148,6 +151,11 @@ impl Applier {
     /// Sets the type map the tables were planned with (the destination's capabilities).
     pub fn set_mapping(&mut self, mapping: MappingOptions) {
         self.mapping = mapping;
+    }
+
+    /// Whether keyed tables have `<table>_current` views to keep in step.
+    pub fn set_create_views(&mut self, on: bool) {
+        self.create_views = on;
     }
 
     /// Sets the source's `server_version_num` (catalog queries depend on it).
@@ -183,7 +191,7 @@ impl Applier {
         };
         let same_columns = self.lanes[lane]
             .plan
-            .columns
+            .published
             .iter()
             .map(|c| c.name.as_str())
             .eq(r.columns.iter().map(|c| c.name.as_str()));
@@ -203,7 +211,7 @@ impl Applier {
             self.by_name.insert(plan.source.display(), self.lanes.len());
             self.lanes.push(Lane {
                 batch: TableBatch::for_plan(plan),
-                live: plan.columns.iter().map(|c| c.name.clone()).collect(),
+                live: plan.published.iter().map(|c| c.name.clone()).collect(),
                 plan: plan.clone(),
                 last_relation: None,
                 received: [0; 3],
@@ -249,7 +257,7 @@ impl Applier {
             // the Relation names them).
             None => self.lanes[lane]
                 .plan
-                .columns
+                .published
                 .iter()
                 .map(|c| (c.name.as_str(), c.sent_type))
                 .eq(r
@@ -301,8 +309,12 @@ impl Applier {
             ch_client::execute(ch, dest, sql).await?;
         }
         let plan = change.plan;
+        if !change.statements.is_empty() {
+            // The view lists the columns: it follows an added or renamed one.
+            crate::snapshot::destination::refresh_view(ch, dest, self.create_views, &plan).await?;
+        }
         if !change.replayed {
-            self.lanes[lane].live = plan.columns.iter().map(|c| c.name.clone()).collect();
+            self.lanes[lane].live = plan.published.iter().map(|c| c.name.clone()).collect();
         }
         let l = &mut self.lanes[lane];
         l.batch = TableBatch::for_plan(&plan);

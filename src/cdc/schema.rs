@@ -84,8 +84,14 @@ pub async fn reshape(
                 ))
             });
     }
-    let mut plan = plan_table(&old.source, old.dest.clone(), catalog.clone(), mapping)
-        .map_err(|e| resync(e.to_string()))?;
+    let mut plan = plan_table(
+        &old.source,
+        old.dest.clone(),
+        catalog.clone(),
+        mapping,
+        &still_published(old, &catalog),
+    )
+    .map_err(|e| resync(e.to_string()))?;
     let key = |cols: &[CatalogColumn]| -> Vec<i16> {
         let mut k: Vec<(usize, i16)> = cols
             .iter()
@@ -102,7 +108,8 @@ pub async fn reshape(
         old.columns.iter().map(|c| (c.attnum, c)).collect();
     let table_sql = format!("{}.{}", ch_quote(&dest.database), ch_quote(&old.dest));
     let mut statements = Vec::new();
-    for (index, col) in catalog.iter().enumerate() {
+    let written = plan.columns.clone();
+    for (index, col) in written.iter().enumerate() {
         let mut name_in_ch = col.name.clone();
         if let Some(before) = by_attnum.get(&col.attnum) {
             if before.name != col.name && existing.contains_key(&before.name) {
@@ -183,25 +190,54 @@ async fn replayed_shape(
     let existing = ch_columns(ch, dest, &old.dest).await?;
     let mut columns = Vec::with_capacity(relation.columns.len());
     for sent in &relation.columns {
+        let excluded = old.options.exclude_columns.contains(&sent.name);
         let known = catalog
             .iter()
-            .chain(&old.columns)
-            .find(|c| c.name == sent.name && existing.contains_key(&c.name));
+            .chain(&old.published)
+            .find(|c| c.name == sent.name && (excluded || existing.contains_key(&c.name)));
         match known {
             Some(c) => columns.push(c.clone()),
             None => return Ok(None),
         }
     }
-    Ok(plan_table(&old.source, old.dest.clone(), columns, mapping)
-        .ok()
-        .map(|mut plan| {
-            keep_existing_forms(&mut plan, &existing);
-            Reshape {
-                plan,
-                statements: Vec::new(),
-                replayed: true,
+    Ok(plan_table(
+        &old.source,
+        old.dest.clone(),
+        columns.clone(),
+        mapping,
+        &still_published(old, &columns),
+    )
+    .ok()
+    .map(|mut plan| {
+        keep_existing_forms(&mut plan, &existing);
+        Reshape {
+            plan,
+            statements: Vec::new(),
+            replayed: true,
+        }
+    }))
+}
+
+/// The table's layout for its new columns: a left-out column that was renamed stays
+/// left out under its new name (never written because it changed its name), one that
+/// was dropped needs no leaving out.
+fn still_published(old: &TablePlan, columns: &[CatalogColumn]) -> crate::config::TableOptions {
+    let mut options = old.options.clone();
+    options.exclude_columns = options
+        .exclude_columns
+        .iter()
+        .filter_map(|name| {
+            if columns.iter().any(|c| &c.name == name) {
+                return Some(name.clone());
             }
-        }))
+            let attnum = old.published.iter().find(|c| &c.name == name)?.attnum;
+            columns
+                .iter()
+                .find(|c| c.attnum == attnum)
+                .map(|c| c.name.clone())
+        })
+        .collect();
+    options
 }
 
 /// Keeps every column ClickHouse holds in an earlier lossless form in that form.

@@ -99,6 +99,9 @@ pub struct DestinationConfig {
     pub database: Option<String>,
     /// A ClickHouse cluster: DDL runs `ON CLUSTER` with the `Replicated` engine.
     pub cluster: Option<String>,
+    /// `<table>_current` views (`FINAL`, deletes hidden) next to every keyed table
+    /// (default on): what most readers want without knowing the engine.
+    pub create_views: Option<bool>,
 }
 
 impl fmt::Debug for DestinationConfig {
@@ -109,6 +112,7 @@ impl fmt::Debug for DestinationConfig {
             .field("password", &self.password)
             .field("database", &self.database)
             .field("cluster", &self.cluster)
+            .field("create_views", &self.create_views)
             .finish()
     }
 }
@@ -121,6 +125,12 @@ pub struct TableConfig {
     pub source: String,
     /// The ClickHouse table name instead of `<schema>_<table>`.
     pub destination: Option<String>,
+    /// Leading ClickHouse sort columns; the replica identity key is always appended.
+    pub order_by: Option<Vec<String>>,
+    /// A ClickHouse `PARTITION BY` expression over the table's sort columns.
+    pub partition_by: Option<String>,
+    /// Published columns never copied nor streamed (not a key column).
+    pub exclude_columns: Option<Vec<String>>,
 }
 
 /// The `[pipeline]` section.

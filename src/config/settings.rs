@@ -93,6 +93,43 @@ pub struct DestinationSettings {
     pub cluster: Option<String>,
     /// Destination table names by source `schema.table`, where overridden.
     pub table_names: std::collections::BTreeMap<String, String>,
+    /// How each configured source `schema.table` is laid out in ClickHouse.
+    pub table_options: std::collections::BTreeMap<String, TableOptions>,
+    /// `destination.create_views`: a `<table>_current` view next to each keyed table.
+    pub create_views: bool,
+}
+
+/// The ClickHouse layout a `[[tables]]` entry asks for. Part of the table's shape:
+/// a change on an existing table needs `pgch resync --table` ([`TableOptions::fingerprint`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableOptions {
+    /// Leading sort columns, before the replica identity key.
+    pub order_by: Vec<String>,
+    /// A `PARTITION BY` expression.
+    pub partition_by: Option<String>,
+    /// Columns left out of ClickHouse, in the order written.
+    pub exclude_columns: Vec<String>,
+}
+
+impl TableOptions {
+    /// The options as one canonical line, recorded in `_pgch_state` with the table so
+    /// a later start notices a changed mapping; empty for the default layout (tables
+    /// made before options existed record nothing and read as the default).
+    pub fn fingerprint(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.order_by.is_empty() {
+            parts.push(format!("order_by=[{}]", self.order_by.join(", ")));
+        }
+        if let Some(p) = &self.partition_by {
+            parts.push(format!("partition_by={p}"));
+        }
+        if !self.exclude_columns.is_empty() {
+            let mut excluded = self.exclude_columns.clone();
+            excluded.sort();
+            parts.push(format!("exclude_columns=[{}]", excluded.join(", ")));
+        }
+        parts.join("; ")
+    }
 }
 
 /// Validated snapshot settings.

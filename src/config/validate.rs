@@ -35,6 +35,10 @@ impl Config {
                     .table_names
                     .insert(t.source.clone(), name.clone());
             }
+            let options = validate_table_options(t)?;
+            if options != TableOptions::default() {
+                destination.table_options.insert(t.source.clone(), options);
+            }
         }
         let workers = self.snapshot.workers.unwrap_or(DEFAULT_SNAPSHOT_WORKERS);
         if workers == 0 || workers > 64 {
@@ -296,6 +300,66 @@ fn validate_destination(
         connect_timeout: source.connect_timeout,
         cluster: dst.cluster.clone().filter(|c| !c.is_empty()),
         table_names: std::collections::BTreeMap::new(),
+        table_options: std::collections::BTreeMap::new(),
+        create_views: dst.create_views.unwrap_or(true),
+    })
+}
+
+/// The layout options of one `[[tables]]` entry, as far as they can be judged without
+/// the table (its columns are checked when it is planned).
+fn validate_table_options(t: &TableConfig) -> Result<TableOptions, ConfigError> {
+    let order_by = t.order_by.clone().unwrap_or_default();
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &order_by {
+        if c.is_empty() || !seen.insert(c.as_str()) {
+            return Err(invalid(
+                "tables.order_by",
+                format!(
+                    "{}: column names must be non-empty and listed once",
+                    t.source
+                ),
+            ));
+        }
+    }
+    let partition_by = match t.partition_by.as_deref().map(str::trim) {
+        Some("") => {
+            return Err(invalid(
+                "tables.partition_by",
+                format!(
+                    "{}: an empty expression; leave the key out for no partitioning",
+                    t.source
+                ),
+            ))
+        }
+        Some(p) => Some(p.to_string()),
+        None => None,
+    };
+    let exclude_columns = t.exclude_columns.clone().unwrap_or_default();
+    let mut excluded = std::collections::BTreeSet::new();
+    for c in &exclude_columns {
+        if c.is_empty() || !excluded.insert(c.as_str()) {
+            return Err(invalid(
+                "tables.exclude_columns",
+                format!(
+                    "{}: column names must be non-empty and listed once",
+                    t.source
+                ),
+            ));
+        }
+        if seen.contains(c.as_str()) {
+            return Err(invalid(
+                "tables.exclude_columns",
+                format!(
+                    "{}: `{c}` is also in order_by; a column left out cannot sort the table",
+                    t.source
+                ),
+            ));
+        }
+    }
+    Ok(TableOptions {
+        order_by,
+        partition_by,
+        exclude_columns,
     })
 }
 

@@ -95,7 +95,13 @@ type Key = Vec<Option<Bytes>>;
 #[derive(Debug)]
 pub struct TableBatch {
     key_columns: Vec<usize>,
+    /// ClickHouse's sort columns (`order_by`, then the key): a marker carries their real
+    /// values, and an UPDATE that changes one leaves a marker at the old position.
+    sort_columns: Vec<usize>,
     columns: usize,
+    /// Tuple positions written, when the table leaves columns out
+    /// (`[[tables]] exclude_columns`): `keep[i]` for the tuple's column `i`.
+    keep: Option<Vec<bool>>,
     rows: Vec<PendingRow>,
     /// Latest live (not deleted) image per key, by index into `rows`: only unchanged
     /// TOAST values need it, so it is built the first time one arrives in this batch
@@ -114,8 +120,10 @@ impl TableBatch {
     /// An empty batch for a table of `columns` columns keyed by `key_columns`.
     pub fn new(columns: usize, key_columns: Vec<usize>) -> Self {
         TableBatch {
+            sort_columns: key_columns.clone(),
             key_columns,
             columns,
+            keep: None,
             rows: Vec::new(),
             latest: None,
             multiset: false,
@@ -136,11 +144,35 @@ impl TableBatch {
 
     /// The batch a table's plan asks for.
     pub fn for_plan(plan: &crate::snapshot::plan::TablePlan) -> Self {
-        if plan.is_multiset() {
+        let batch = if plan.is_multiset() {
             TableBatch::multiset(plan.columns.len())
         } else {
             TableBatch::new(plan.columns.len(), plan.key_columns())
+                .with_sort_columns(plan.sort_columns())
+        };
+        match plan.projection() {
+            Some(kept) => batch.keeping(plan.published.len(), &kept),
+            None => batch,
         }
+    }
+
+    /// The same batch for tuples of `width` columns of which only the positions `kept`
+    /// are written (in order); the others are dropped as the tuple is read.
+    pub fn keeping(mut self, width: usize, kept: &[usize]) -> Self {
+        let mut keep = vec![false; width];
+        for &i in kept {
+            if let Some(k) = keep.get_mut(i) {
+                *k = true;
+            }
+        }
+        self.keep = Some(keep);
+        self
+    }
+
+    /// The same batch for a table sorted by `sort_columns` (which hold the key).
+    pub fn with_sort_columns(mut self, sort_columns: Vec<usize>) -> Self {
+        self.sort_columns = sort_columns;
+        self
     }
 
     /// Forgets the positions within the last version: after a lost session the slot
@@ -201,16 +233,19 @@ impl TableBatch {
     /// The tuple's values as cells, moved out of the decoded message (no copy, no
     /// reference-count traffic).
     fn cells(&self, tuple: TupleData) -> Result<Vec<Cell>, ImageError> {
-        if tuple.columns.len() != self.columns {
+        let width = self.keep.as_ref().map_or(self.columns, Vec::len);
+        if tuple.columns.len() != width {
             return Err(ImageError::ColumnCount {
                 found: tuple.columns.len(),
-                expected: self.columns,
+                expected: width,
             });
         }
+        let keep = self.keep.as_deref();
         tuple
             .columns
             .into_iter()
             .enumerate()
+            .filter(|(i, _)| keep.is_none_or(|k| k[*i]))
             .map(|(i, v)| match v {
                 ColumnValue::Null => Ok(Cell::Null),
                 ColumnValue::Text(b) => Ok(Cell::Text(b)),
@@ -350,7 +385,7 @@ impl TableBatch {
         }
         if let Some(old_cells) = old_cells {
             let moved = self
-                .key_columns
+                .sort_columns
                 .iter()
                 .any(|&i| old_cells.get(i) != cells.get(i));
             if moved {
@@ -406,13 +441,14 @@ impl TableBatch {
         Ok(())
     }
 
-    /// A delete marker keeps the key columns; the rest become placeholders.
+    /// A delete marker keeps the sort columns (the key, and `order_by` columns, which
+    /// the old row carries under REPLICA IDENTITY FULL); the rest become placeholders.
     fn marker(&self, cells: &[Cell]) -> Vec<Cell> {
         cells
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                if self.key_columns.contains(&i) {
+                if self.sort_columns.contains(&i) {
                     c.clone()
                 } else {
                     Cell::Null
@@ -482,234 +518,4 @@ impl TableBatch {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(values: &[Option<&str>]) -> TupleData {
-        TupleData {
-            columns: values
-                .iter()
-                .map(|v| match v {
-                    Some("<u>") => ColumnValue::UnchangedToast,
-                    Some(s) => ColumnValue::Text(Bytes::copy_from_slice(s.as_bytes())),
-                    None => ColumnValue::Null,
-                })
-                .collect(),
-        }
-    }
-
-    fn text(s: &str) -> Cell {
-        Cell::Text(Bytes::copy_from_slice(s.as_bytes()))
-    }
-
-    fn images(b: &TableBatch) -> Vec<(u64, u64, i8, Vec<Cell>)> {
-        b.rows()
-            .iter()
-            .map(|r| (r.version.as_u64(), r.seq, r.sign, r.cells.clone()))
-            .collect()
-    }
-
-    #[test]
-    fn a_multiset_keeps_every_change_as_a_signed_image_named_by_version_and_position() {
-        let now = Instant::now();
-        let mut b = TableBatch::multiset(2);
-        let row = |a: &str| t(&[Some(a), Some("x")]);
-        // A multi-row insert: several changes at one WAL start.
-        b.insert(Lsn::new(10), row("1"), now).unwrap();
-        b.insert(Lsn::new(10), row("1"), now).unwrap();
-        b.update(
-            Lsn::new(20),
-            Some(OldTuple::Full(t(&[Some("1"), Some("x")]))),
-            t(&[Some("2"), Some("<u>")]),
-            now,
-        )
-        .unwrap();
-        b.delete(Lsn::new(30), OldTuple::Full(row("1")), now)
-            .unwrap();
-        assert_eq!(
-            images(&b),
-            vec![
-                (10, 0, 1, vec![text("1"), text("x")]),
-                (10, 1, 1, vec![text("1"), text("x")]),
-                (20, 0, -1, vec![text("1"), text("x")]),
-                (20, 1, 1, vec![text("2"), text("x")]),
-                (30, 0, -1, vec![text("1"), text("x")]),
-            ]
-        );
-        assert!(b.rows().iter().all(|r| !r.deleted));
-        // A flush between changes at one WAL start keeps counting…
-        b.clear();
-        b.insert(Lsn::new(30), row("3"), now).unwrap();
-        assert_eq!(images(&b)[0].1, 1);
-        // …a lost session starts over, as the replay does.
-        b.restart();
-        b.insert(Lsn::new(30), row("3"), now).unwrap();
-        assert_eq!(images(&b)[0].1, 0);
-    }
-
-    #[test]
-    fn a_multiset_needs_the_whole_old_row() {
-        let now = Instant::now();
-        let mut b = TableBatch::multiset(2);
-        let key = OldTuple::Key(t(&[Some("1"), None]));
-        assert_eq!(b.delete(Lsn::new(1), key, now), Err(ImageError::NoOldRow));
-        assert_eq!(
-            b.update(Lsn::new(1), None, t(&[Some("1"), Some("x")]), now),
-            Err(ImageError::NoOldRow)
-        );
-    }
-
-    #[test]
-    fn multiset_images_encode_their_name_and_sign() {
-        let now = Instant::now();
-        let mut b = TableBatch::multiset(1);
-        b.delete(Lsn::new(7), OldTuple::Full(t(&[None])), now)
-            .unwrap();
-        let codec = Codec {
-            value: crate::sink::rowbinary::ValueCodec::Text,
-            nulls: NullMode::Nullable,
-            key: false,
-        };
-        let mut out = BytesMut::new();
-        b.encode(&[&codec], &mut out, &mut ClampCounts::default())
-            .unwrap();
-        let mut want = vec![1u8]; // NULL
-        want.extend(7u64.to_le_bytes());
-        want.push(0); // _is_deleted
-        want.extend(0u64.to_le_bytes());
-        want.push(0xFF); // _sign = -1
-        assert_eq!(out.to_vec(), want);
-    }
-
-    #[test]
-    fn a_key_update_writes_a_marker_for_the_old_key_and_the_new_row() {
-        let now = Instant::now();
-        let mut b = TableBatch::new(2, vec![0]);
-        b.insert(Lsn::new(10), t(&[Some("1"), Some("a")]), now)
-            .unwrap();
-        b.update(
-            Lsn::new(20),
-            Some(OldTuple::Key(t(&[Some("1"), None]))),
-            t(&[Some("2"), Some("a")]),
-            now,
-        )
-        .unwrap();
-        b.delete(Lsn::new(30), OldTuple::Key(t(&[Some("2"), None])), now)
-            .unwrap();
-        let rows = b.rows();
-        assert_eq!(rows.len(), 4);
-        assert_eq!(
-            (rows[1].version, rows[1].deleted, rows[1].cells.clone()),
-            (Lsn::new(20), true, vec![text("1"), Cell::Null])
-        );
-        assert_eq!(
-            (rows[2].deleted, rows[2].cells.clone()),
-            (false, vec![text("2"), text("a")])
-        );
-        assert_eq!((rows[3].version, rows[3].deleted), (Lsn::new(30), true));
-        assert_eq!(b.fill.rows, 4);
-    }
-
-    #[test]
-    fn unchanged_toast_comes_from_the_latest_image_in_the_batch() {
-        let now = Instant::now();
-        let mut b = TableBatch::new(3, vec![0]);
-        b.insert(Lsn::new(1), t(&[Some("1"), Some("v"), Some("big")]), now)
-            .unwrap();
-        b.update(
-            Lsn::new(2),
-            None,
-            t(&[Some("1"), Some("w"), Some("<u>")]),
-            now,
-        )
-        .unwrap();
-        assert_eq!(b.rows()[1].cells[2], text("big"));
-        // Moved to another key: still found under the old key.
-        b.update(
-            Lsn::new(3),
-            Some(OldTuple::Key(t(&[Some("1"), None, None]))),
-            t(&[Some("9"), Some("x"), Some("<u>")]),
-            now,
-        )
-        .unwrap();
-        assert_eq!(b.rows()[3].cells[2], text("big"));
-        // Not in the batch: left for the writer to read from Postgres.
-        b.update(
-            Lsn::new(4),
-            None,
-            t(&[Some("5"), Some("y"), Some("<u>")]),
-            now,
-        )
-        .unwrap();
-        let unresolved = b.unresolved();
-        assert_eq!(unresolved.len(), 1);
-        assert_eq!((unresolved[0].0, unresolved[0].1), (4, 2));
-        assert_eq!(unresolved[0].2, vec![Some(Bytes::from_static(b"5"))]);
-        b.resolve(4, 2, text("fetched"));
-        assert!(b.unresolved().is_empty());
-    }
-
-    #[test]
-    fn a_full_old_tuple_supplies_unchanged_values() {
-        let now = Instant::now();
-        let mut b = TableBatch::new(2, vec![0, 1]);
-        let old = OldTuple::Full(t(&[Some("1"), Some("big")]));
-        b.update(
-            Lsn::new(7),
-            Some(old.clone()),
-            t(&[Some("1"), Some("<u>")]),
-            now,
-        )
-        .unwrap();
-        assert_eq!(b.rows().len(), 1, "same key: no marker");
-        assert_eq!(b.rows()[0].cells[1], text("big"));
-    }
-
-    #[test]
-    fn rows_and_markers_encode_with_version_and_deleted_flag() {
-        use crate::sink::types::{map_column, MappingOptions, PgType};
-        let opts = MappingOptions::default();
-        let key = map_column(&PgType::base(23, "int4"), true, true, &opts).unwrap();
-        let nullable = map_column(&PgType::base(25, "text"), false, false, &opts).unwrap();
-        let not_null = map_column(&PgType::base(25, "text"), true, false, &opts).unwrap();
-        let codecs = [&key.codec, &nullable.codec, &not_null.codec];
-        let now = Instant::now();
-        let mut b = TableBatch::new(3, vec![0]);
-        b.insert(Lsn::new(0x10), t(&[Some("7"), Some("a"), Some("b")]), now)
-            .unwrap();
-        b.delete(
-            Lsn::new(0x20),
-            OldTuple::Key(t(&[Some("7"), None, None])),
-            now,
-        )
-        .unwrap();
-        let mut out = BytesMut::new();
-        let mut clamps = ClampCounts::default();
-        b.encode(&codecs, &mut out, &mut clamps).unwrap();
-        let mut expected: Vec<u8> = Vec::new();
-        expected.extend(7i32.to_le_bytes());
-        expected.extend([0, 1, b'a', 1, b'b']);
-        expected.extend(0x10u64.to_le_bytes());
-        expected.push(0);
-        expected.extend(7i32.to_le_bytes());
-        expected.extend([1, 0]); // NULL, then the empty-string placeholder
-        expected.extend(0x20u64.to_le_bytes());
-        expected.push(1);
-        assert_eq!(out.to_vec(), expected);
-    }
-
-    #[test]
-    fn a_tuple_of_another_shape_is_refused() {
-        let mut b = TableBatch::new(2, vec![0]);
-        let err = b
-            .insert(Lsn::new(1), t(&[Some("1")]), Instant::now())
-            .unwrap_err();
-        assert_eq!(
-            err,
-            ImageError::ColumnCount {
-                found: 1,
-                expected: 2
-            }
-        );
-    }
-}
+mod tests;

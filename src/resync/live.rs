@@ -118,6 +118,20 @@ pub async fn exchange(
     Ok(swap)
 }
 
+/// After the exchange: records the layout the table now has and makes its view again
+/// (the fresh copy may have other columns than the old table). Safe to repeat.
+pub async fn settle(
+    ch: &clickhouse::Client,
+    settings: &DestinationSettings,
+    state: &StateStore<'_>,
+    plan: &TablePlan,
+) -> Result<(), SinkError> {
+    state
+        .put(&keys::mapping(&plan.dest), &plan.options.fingerprint())
+        .await?;
+    crate::snapshot::destination::refresh_view(ch, settings, settings.create_views, plan).await
+}
+
 /// After the exchange: drops the old rows (now in the shadow) and forgets the resync.
 /// Safe to repeat.
 pub async fn clean_up(

@@ -383,6 +383,7 @@ async fn resync_table(
     state
         .put(&keys::table_owned(&plan.dest), &plan.source.display())
         .await?;
+    live::settle(&ch, dest, state, plan).await?;
     state
         .put(
             &keys::copied_through(&plan.source.display()),

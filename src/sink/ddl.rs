@@ -39,6 +39,8 @@ pub struct TableSpec {
     pub multiset: bool,
     /// A comment naming the source table.
     pub source: String,
+    /// A `PARTITION BY` expression (`[[tables]] partition_by`).
+    pub partition_by: Option<String>,
 }
 
 /// `CREATE DATABASE IF NOT EXISTS`, on the cluster when one is configured.
@@ -87,13 +89,18 @@ pub fn create_table_sql(database: &str, table: &TableSpec, cluster: Option<&str>
         None => "ReplacingMergeTree(_version, _is_deleted)".to_string(),
         Some(_) => "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', _version, _is_deleted)".to_string(),
     };
+    let partition = table
+        .partition_by
+        .as_deref()
+        .map(|p| format!(" PARTITION BY {p}"))
+        .unwrap_or_default();
     let settings = if table.nullable_key {
         " SETTINGS allow_nullable_key = 1"
     } else {
         ""
     };
     format!(
-        "CREATE TABLE IF NOT EXISTS {}.{}{} ({}) ENGINE = {engine} ORDER BY {order_by}{settings} COMMENT '{}'",
+        "CREATE TABLE IF NOT EXISTS {}.{}{} ({}) ENGINE = {engine}{partition} ORDER BY {order_by}{settings} COMMENT '{}'",
         quote_ident(database),
         quote_ident(&table.name),
         on_cluster(cluster),
@@ -105,6 +112,34 @@ pub fn create_table_sql(database: &str, table: &TableSpec, cluster: Option<&str>
 /// The name of the view that shows a multiset table as Postgres holds it.
 pub fn current_view_name(table: &str) -> String {
     format!("{table}_current")
+}
+
+/// The `<table>_current` view of any table: a keyed table's live rows
+/// ([`keyed_view_sql`]) or a multiset's copies ([`current_view_sql`]).
+pub fn view_sql(database: &str, table: &TableSpec, cluster: Option<&str>) -> String {
+    if table.multiset {
+        current_view_sql(database, table, cluster)
+    } else {
+        keyed_view_sql(database, table, cluster)
+    }
+}
+
+/// `CREATE OR REPLACE VIEW <table>_current`: a keyed table as Postgres holds it — the
+/// latest version of each row (`FINAL`), deleted rows left out, system columns hidden.
+pub fn keyed_view_sql(database: &str, table: &TableSpec, cluster: Option<&str>) -> String {
+    let cols = table
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "CREATE OR REPLACE VIEW {db}.{}{} AS SELECT {cols} FROM {db}.{} FINAL WHERE _is_deleted = 0",
+        quote_ident(&current_view_name(&table.name)),
+        on_cluster(cluster),
+        quote_ident(&table.name),
+        db = quote_ident(database),
+    )
 }
 
 /// `CREATE OR REPLACE VIEW <table>_current`: a multiset table's rows, each distinct row
@@ -185,6 +220,7 @@ mod tests {
             nullable_key: false,
             multiset: false,
             source: "public.orders".into(),
+            partition_by: None,
         }
     }
 
@@ -219,6 +255,24 @@ mod tests {
              `total` Nullable(Decimal(12, 2)), `_version` UInt64, `_is_deleted` UInt8, \
              `_synced_at` DateTime64(6) DEFAULT now64(6)) ENGINE = ReplacingMergeTree(_version, _is_deleted) \
              ORDER BY (`region`, `id`) COMMENT 'pgch: public.orders'"
+        );
+    }
+
+    #[test]
+    fn a_partition_key_goes_between_the_engine_and_the_sort_key_and_views_hide_deletes() {
+        let mut s = spec();
+        s.partition_by = Some("cityHash64(`region`) % 4".into());
+        let sql = create_table_sql("pgch", &s, None);
+        assert!(
+            sql.contains(
+                "ENGINE = ReplacingMergeTree(_version, _is_deleted) PARTITION BY cityHash64(`region`) % 4 ORDER BY (`region`, `id`)"
+            ),
+            "{sql}"
+        );
+        assert_eq!(
+            view_sql("pgch", &s, None),
+            "CREATE OR REPLACE VIEW `pgch`.`public_orders_current` AS SELECT `id`, `region`, `total` \
+             FROM `pgch`.`public_orders` FINAL WHERE _is_deleted = 0"
         );
     }
 

@@ -46,6 +46,12 @@ pub mod keys {
         format!("table/{table}")
     }
 
+    /// `mapping/<table>`: the `[[tables]]` layout the ClickHouse table was made with
+    /// ([`crate::config::TableOptions::fingerprint`]); absent means the default.
+    pub fn mapping(table: &str) -> String {
+        format!("mapping/{table}")
+    }
+
     /// `member/<table>`: how the source table was a member of the publication when
     /// pgch last looked (`pg_publication_rel` / `pg_publication_namespace` row oids); a
     /// table found a member only by new paths left and joined again meanwhile.

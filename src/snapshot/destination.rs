@@ -51,7 +51,7 @@ pub async fn prepare_joined(
 ) -> Result<Prepared, SnapshotError> {
     let mut all: Vec<TablePlan> = existing.iter().map(|p| p.as_ref().clone()).collect();
     all.extend(plans.iter().cloned());
-    check_collisions(&all)?;
+    check_collisions(&all, create_views(settings))?;
     let dest = &settings.destination;
     let ch = ch_client::client(dest, false);
     let state = StateStore::open(dest, &settings.source.slot).await?;
@@ -66,15 +66,27 @@ pub async fn prepare_joined(
     })
 }
 
-pub(super) fn check_collisions(plans: &[TablePlan]) -> Result<(), SnapshotError> {
-    let mut seen: BTreeMap<&str, &TablePlan> = BTreeMap::new();
+/// Two tables may not share a destination name, nor a table take the name of another's
+/// `<table>_current` view.
+pub(super) fn check_collisions(plans: &[TablePlan], views: bool) -> Result<(), SnapshotError> {
+    let mut seen: BTreeMap<String, &TablePlan> = BTreeMap::new();
     for p in plans {
-        if let Some(other) = seen.insert(&p.dest, p) {
+        if let Some(other) = seen.insert(p.dest.clone(), p) {
             return Err(SnapshotError::NameCollision(format!(
                 "{} and {} both map to {}",
                 other.source.display(),
                 p.source.display(),
                 p.dest
+            )));
+        }
+    }
+    for p in plans.iter().filter(|p| views || p.is_multiset()) {
+        let view = ddl::current_view_name(&p.dest);
+        if let Some(other) = seen.get(&view) {
+            return Err(SnapshotError::NameCollision(format!(
+                "{} maps to {view}, the name of the view of {} (set destination.create_views = false, or give it another [[tables]] destination)",
+                other.source.display(),
+                p.source.display(),
             )));
         }
     }
@@ -109,6 +121,7 @@ async fn ensure_table(
                 slot: settings.source.slot.clone(),
             });
         }
+        check_mapping(done, plan)?;
         check_compatible(ch, settings, plan).await?;
     }
     if !owned {
@@ -118,16 +131,75 @@ async fn ensure_table(
             .put(&keys::table_owned(&plan.dest), &plan.source.display())
             .await?;
     }
+    // Recorded before the table is made, as the claim: a crash in between must not
+    // leave a table whose layout the next start takes for a changed mapping.
+    record_mapping(state, done, plan).await?;
     ch_client::execute(
         ch,
         dest,
         &ddl::create_table_sql(&dest.database, &plan.spec, dest.cluster.as_deref()),
     )
     .await?;
-    if plan.is_multiset() && !crate::sink::names::is_shadow(&plan.dest) {
-        // How a multiset reads as Postgres holds it (README: keyless tables).
-        let sql = ddl::current_view_sql(&dest.database, &plan.spec, dest.cluster.as_deref());
-        ch_client::execute(ch, dest, &sql).await?;
+    Ok(refresh_view(ch, dest, create_views(settings), plan).await?)
+}
+
+/// Whether keyed tables get their `<table>_current` view.
+pub fn create_views(settings: &Settings) -> bool {
+    settings.destination.create_views
+}
+
+/// Makes (or remakes, after its columns changed) the table's `<table>_current` view: a
+/// multiset's always (it is how such a table reads as Postgres holds it), a keyed
+/// table's when `destination.create_views` is on. A resync's shadow gets none.
+pub async fn refresh_view(
+    ch: &clickhouse::Client,
+    dest: &crate::config::DestinationSettings,
+    create_views: bool,
+    plan: &TablePlan,
+) -> Result<(), ch_client::SinkError> {
+    if crate::sink::names::is_shadow(&plan.dest) || !(plan.is_multiset() || create_views) {
+        return Ok(());
+    }
+    let sql = ddl::view_sql(&dest.database, &plan.spec, dest.cluster.as_deref());
+    ch_client::execute(ch, dest, &sql).await
+}
+
+/// An existing table was made with the layout recorded for it; another one needs a
+/// resync (the sort key, partitions and columns of a ClickHouse table are fixed).
+fn check_mapping(done: &BTreeMap<String, String>, plan: &TablePlan) -> Result<(), SnapshotError> {
+    let recorded = done
+        .get(&keys::mapping(&plan.dest))
+        .map(String::as_str)
+        .unwrap_or("");
+    let wanted = plan.options.fingerprint();
+    if recorded == wanted {
+        return Ok(());
+    }
+    let describe = |f: &str| {
+        if f.is_empty() {
+            "the default layout".to_string()
+        } else {
+            format!("({f})")
+        }
+    };
+    Err(SnapshotError::MappingChanged {
+        source_table: plan.source.display(),
+        table: plan.dest.clone(),
+        was: describe(recorded),
+        now: describe(&wanted),
+    })
+}
+
+/// Records the layout a table is now made with, when it differs from the record.
+pub async fn record_mapping(
+    state: &StateStore<'_>,
+    done: &BTreeMap<String, String>,
+    plan: &TablePlan,
+) -> Result<(), SnapshotError> {
+    let key = keys::mapping(&plan.dest);
+    let wanted = plan.options.fingerprint();
+    if done.get(&key).map(String::as_str).unwrap_or("") != wanted {
+        state.put(&key, &wanted).await?;
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ pub mod copy;
 pub mod destination;
 mod driver;
 pub mod held;
+pub mod layout_check;
 pub mod partitions;
 pub mod plan;
 pub mod visibility;
@@ -125,6 +126,13 @@ pub enum SnapshotError {
     },
     #[error("{0}; delete that key from _pgch_state, or run `pgch resync` to copy the table again")]
     State(String),
+    #[error("the [[tables]] mapping of {source_table} changed (ClickHouse table {table} was made with {was}, the configuration now asks for {now}): pgch will not write into a table of another shape; run `pgch resync --table {source_table}` to rebuild it with the new mapping, or restore the old one")]
+    MappingChanged {
+        source_table: String,
+        table: String,
+        was: String,
+        now: String,
+    },
     #[error("the copy of keyless table {0} lost its snapshot (the connection holding it ended); restart pgch: the copy of that table starts over")]
     HeldSnapshotLost(String),
 }
@@ -249,7 +257,7 @@ pub async fn plan_all(
     for t in &tables {
         plans.push(plan_one(pg, settings, opts, t, version).await?);
     }
-    check_collisions(&plans)?;
+    check_collisions(&plans, settings.destination.create_views)?;
     Ok((plans, version))
 }
 
@@ -268,5 +276,11 @@ pub async fn plan_one(
         .get(&table.display())
         .cloned()
         .unwrap_or_else(|| catalog::destination_name(&table.schema, &table.name));
-    Ok(plan_table(table, dest, cols, &opts.mapping)?)
+    let layout = settings
+        .destination
+        .table_options
+        .get(&table.display())
+        .cloned()
+        .unwrap_or_default();
+    Ok(plan_table(table, dest, cols, &opts.mapping, &layout)?)
 }

@@ -1,6 +1,7 @@
 //! From a published table to its ClickHouse table: destination name, column types and
 //! codecs, and the ORDER BY key (DESIGN.md rules 2 and 10).
 
+use crate::config::TableOptions;
 use crate::sink::ddl::{ColumnSpec, TableSpec, MULTISET_COLUMNS, SYSTEM_COLUMNS};
 use crate::sink::types::{
     map_column, ColumnMapping, MappingError, MappingOptions, PgType, PgTypeKind,
@@ -14,9 +15,14 @@ pub struct TablePlan {
     pub source: PublishedTable,
     /// The ClickHouse table name.
     pub dest: String,
+    /// The columns pgch writes: the published ones less `exclude_columns`.
     pub columns: Vec<CatalogColumn>,
+    /// Every published column, as the stream's tuples and Relation messages carry them.
+    pub published: Vec<CatalogColumn>,
     pub mappings: Vec<ColumnMapping>,
     pub spec: TableSpec,
+    /// The `[[tables]]` layout it was planned with (recorded with the table).
+    pub options: TableOptions,
 }
 
 impl TablePlan {
@@ -26,6 +32,35 @@ impl TablePlan {
             .iter()
             .enumerate()
             .filter(|(_, c)| c.is_key())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Where each written column sits in the stream's tuples, when columns are left out
+    /// (`None`: every published column is written, in order).
+    pub fn projection(&self) -> Option<Vec<usize>> {
+        if self.published.len() == self.columns.len() {
+            return None;
+        }
+        Some(
+            self.published
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| self.columns.iter().any(|c| c.attnum == p.attnum))
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
+
+    /// Positions of the ClickHouse sort columns (`order_by`, then the key): what a
+    /// delete marker must carry with the row's real values to meet its row, and what an
+    /// UPDATE that changes them must leave a marker for.
+    pub fn sort_columns(&self) -> Vec<usize> {
+        self.spec
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.order_position.is_some())
             .map(|(i, _)| i)
             .collect()
     }
@@ -96,6 +131,22 @@ pub enum PlanError {
     },
     #[error("{0} has no published columns")]
     NoColumns(String),
+    #[error("[[tables]] exclude_columns of {table} names `{column}`, which {table} does not publish (a misspelt name would let the column through)")]
+    UnknownExcludedColumn { table: String, column: String },
+    #[error("[[tables]] exclude_columns of {table}: `{column}` is in its replica identity key, which every row image needs to be deduplicated and deleted; leave it in")]
+    ExcludedKeyColumn { table: String, column: String },
+    #[error("[[tables]] order_by of {table} names `{column}`, which {table} does not publish")]
+    UnknownSortColumn { table: String, column: String },
+    #[error("[[tables]] order_by of {table}: `{column}` is {ch_type} in ClickHouse, which cannot be a sort key")]
+    SortColumnNotOrderable {
+        table: String,
+        column: String,
+        ch_type: String,
+    },
+    #[error("[[tables]] order_by of {table}: `{column}` is not in its replica identity key, so a DELETE (or an UPDATE moving the row) does not carry its old value and the delete marker could never meet its row; run `ALTER TABLE {table} REPLICA IDENTITY FULL` (then every change carries the whole old row), or leave `{column}` out of order_by")]
+    SortNeedsFullIdentity { table: String, column: String },
+    #[error("[[tables]] partition_by of {table} uses `{column}`, which is not a sort column: ReplacingMergeTree collapses a row's versions only within one partition and a delete marker carries only the sort columns; partition by order_by or key columns")]
+    PartitionOutsideSort { table: String, column: String },
 }
 
 /// The Postgres type of a catalog column, as the type map wants it.
@@ -125,20 +176,22 @@ pub fn pg_type(c: &CatalogColumn) -> PgType {
     }
 }
 
-/// Plans one table.
+/// Plans one table with the `[[tables]]` layout `layout`.
 pub fn plan_table(
     source: &PublishedTable,
     dest: String,
     columns: Vec<CatalogColumn>,
     opts: &MappingOptions,
+    layout: &TableOptions,
 ) -> Result<TablePlan, PlanError> {
     if columns.is_empty() {
         return Err(PlanError::NoColumns(source.display()));
     }
     let keyless_full = source.replica_identity == ReplicaIdentity::Full && !source.has_primary_key;
+    let published = columns;
+    let columns = written_columns(source, &published, layout, keyless_full)?;
     let mut mappings = Vec::with_capacity(columns.len());
     let mut specs = Vec::with_capacity(columns.len());
-    let mut next_sortable = 0;
     for c in &columns {
         // A keyless FULL table orders by all its columns, which may be NULL (rule 10).
         let is_key = c.is_key() && !keyless_full;
@@ -149,35 +202,198 @@ pub fn plan_table(
                 source: source_err,
             }
         })?;
-        let ch_type = mapping.ch.ddl();
-        let order_position = if keyless_full {
-            mapping.ch.orderable().then(|| {
-                next_sortable += 1;
-                next_sortable - 1
-            })
-        } else {
-            c.key_position
-        };
         specs.push(ColumnSpec {
             name: c.name.clone(),
-            ch_type,
-            order_position,
+            ch_type: mapping.ch.ddl(),
+            order_position: None,
         });
         mappings.push(mapping);
+    }
+    let order = sort_order(source, &columns, &mappings, layout, keyless_full)?;
+    for (position, &index) in order.iter().enumerate() {
+        specs[index].order_position = Some(position);
+    }
+    let nullable_sort = order.iter().any(|&i| mappings[i].ch.has_nullable());
+    if let Some(expr) = &layout.partition_by {
+        check_partition(source, &specs, expr)?;
     }
     Ok(TablePlan {
         source: source.clone(),
         spec: TableSpec {
             name: dest.clone(),
             columns: specs,
-            nullable_key: keyless_full,
+            nullable_key: keyless_full || nullable_sort,
             multiset: keyless_full,
             source: source.display(),
+            partition_by: layout.partition_by.clone(),
         },
         dest,
         columns,
+        published,
         mappings,
+        options: layout.clone(),
     })
+}
+
+/// The published columns less `exclude_columns`: each named one must be published and
+/// must not be a key column.
+fn written_columns(
+    source: &PublishedTable,
+    published: &[CatalogColumn],
+    layout: &TableOptions,
+    keyless_full: bool,
+) -> Result<Vec<CatalogColumn>, PlanError> {
+    for name in &layout.exclude_columns {
+        let Some(c) = published.iter().find(|c| &c.name == name) else {
+            return Err(PlanError::UnknownExcludedColumn {
+                table: source.display(),
+                column: name.clone(),
+            });
+        };
+        if c.is_key() && !keyless_full {
+            return Err(PlanError::ExcludedKeyColumn {
+                table: source.display(),
+                column: name.clone(),
+            });
+        }
+    }
+    let kept: Vec<CatalogColumn> = published
+        .iter()
+        .filter(|c| !layout.exclude_columns.contains(&c.name))
+        .cloned()
+        .collect();
+    if kept.is_empty() {
+        return Err(PlanError::NoColumns(source.display()));
+    }
+    Ok(kept)
+}
+
+/// Column positions in ClickHouse sort order: the configured `order_by` first, then the
+/// replica identity key (a keyed table) or every other sortable column (a multiset).
+fn sort_order(
+    source: &PublishedTable,
+    columns: &[CatalogColumn],
+    mappings: &[ColumnMapping],
+    layout: &TableOptions,
+    keyless_full: bool,
+) -> Result<Vec<usize>, PlanError> {
+    let table = source.display();
+    let mut order = Vec::new();
+    for name in &layout.order_by {
+        let Some(index) = columns.iter().position(|c| &c.name == name) else {
+            return Err(PlanError::UnknownSortColumn {
+                table,
+                column: name.clone(),
+            });
+        };
+        if !mappings[index].ch.orderable() {
+            return Err(PlanError::SortColumnNotOrderable {
+                table,
+                column: name.clone(),
+                ch_type: mappings[index].ch.ddl(),
+            });
+        }
+        let carried = keyless_full
+            || columns[index].is_key()
+            || source.replica_identity == ReplicaIdentity::Full;
+        if !carried {
+            return Err(PlanError::SortNeedsFullIdentity {
+                table,
+                column: name.clone(),
+            });
+        }
+        order.push(index);
+    }
+    let rest: Vec<usize> = if keyless_full {
+        (0..columns.len())
+            .filter(|&i| mappings[i].ch.orderable())
+            .collect()
+    } else {
+        let mut key: Vec<(usize, usize)> = columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.key_position.map(|p| (p, i)))
+            .collect();
+        key.sort();
+        key.into_iter().map(|(_, i)| i).collect()
+    };
+    order.extend(
+        rest.into_iter()
+            .filter(|i| !layout.order_by.contains(&columns[*i].name)),
+    );
+    Ok(order)
+}
+
+/// A partition key may use only sort columns: ReplacingMergeTree merges a row's
+/// versions within one partition, and a delete marker holds real values only there.
+fn check_partition(
+    source: &PublishedTable,
+    specs: &[ColumnSpec],
+    expr: &str,
+) -> Result<(), PlanError> {
+    let system = ["_version", "_is_deleted", "_synced_at", "_seq", "_sign"];
+    for name in identifiers(expr) {
+        let outside = match specs.iter().find(|c| c.name == name) {
+            Some(c) => c.order_position.is_none(),
+            None => system.contains(&name.as_str()),
+        };
+        if outside {
+            return Err(PlanError::PartitionOutsideSort {
+                table: source.display(),
+                column: name,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The identifiers of a ClickHouse expression (bare or in backticks), string literals
+/// skipped: enough to tell which columns a partition key reads.
+fn identifiers(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = expr.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                let mut escaped = false;
+                for d in chars.by_ref() {
+                    if escaped {
+                        escaped = false;
+                    } else if d == '\\' {
+                        escaped = true;
+                    } else if d == '\'' {
+                        break;
+                    }
+                }
+            }
+            '`' | '"' => {
+                let name: String = chars.by_ref().take_while(|&d| d != c).collect();
+                out.push(name);
+            }
+            c if c.is_alphabetic() || c == '_' => {
+                let mut name = c.to_string();
+                while let Some(&d) = chars.peek() {
+                    if d.is_alphanumeric() || d == '_' {
+                        name.push(d);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                out.push(name);
+            }
+            c if c.is_ascii_digit() => {
+                while chars
+                    .peek()
+                    .is_some_and(|d| d.is_alphanumeric() || *d == '_' || *d == '.')
+                {
+                    chars.next();
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -228,7 +444,14 @@ mod tests {
             column(2, "tm", oid::TIME, "time"),
             times,
         ];
-        let mut plan = plan_table(&table(), "public_t".into(), columns, &time64()).unwrap();
+        let mut plan = plan_table(
+            &table(),
+            "public_t".into(),
+            columns,
+            &time64(),
+            &TableOptions::default(),
+        )
+        .unwrap();
         assert_eq!(plan.spec.columns[1].ch_type, "Nullable(Time64(6))");
         assert_eq!(plan.spec.columns[2].ch_type, "Array(Nullable(Time64(6)))");
 
@@ -244,5 +467,126 @@ mod tests {
         assert!(!plan.keep_existing_form(0, "String").unwrap());
         assert!(!plan.keep_existing_form(1, "Int64").unwrap());
         assert_eq!(plan.spec.columns[1].ch_type, "Nullable(String)");
+    }
+
+    fn orders() -> Vec<CatalogColumn> {
+        let mut region = column(2, "region", oid::TEXT, "text");
+        region.not_null = true;
+        vec![
+            column(1, "id", oid::INT4, "int4"),
+            region,
+            column(3, "note", oid::TEXT, "text"),
+            column(4, "secret", oid::TEXT, "text"),
+        ]
+    }
+
+    fn layout(order_by: &[&str], partition_by: Option<&str>, exclude: &[&str]) -> TableOptions {
+        TableOptions {
+            order_by: order_by.iter().map(|s| s.to_string()).collect(),
+            partition_by: partition_by.map(str::to_string),
+            exclude_columns: exclude.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn plan(source: &PublishedTable, layout: &TableOptions) -> Result<TablePlan, PlanError> {
+        plan_table(source, "public_t".into(), orders(), &time64(), layout)
+    }
+
+    #[test]
+    fn order_by_columns_lead_and_the_key_follows_when_deletes_carry_them() {
+        let mut full = table();
+        full.replica_identity = ReplicaIdentity::Full;
+        let p = plan(
+            &full,
+            &layout(&["region", "note"], Some("cityHash64(`region`) % 4"), &[]),
+        )
+        .unwrap();
+        let order: Vec<(&str, Option<usize>)> = p
+            .spec
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.order_position))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                ("id", Some(2)),
+                ("region", Some(0)),
+                ("note", Some(1)),
+                ("secret", None)
+            ]
+        );
+        assert_eq!(p.sort_columns(), vec![0, 1, 2]);
+        assert_eq!(p.key_columns(), vec![0]);
+        // `note` is Nullable: the sort key needs allow_nullable_key.
+        assert!(p.spec.nullable_key);
+        assert_eq!(
+            p.spec.partition_by.as_deref(),
+            Some("cityHash64(`region`) % 4")
+        );
+
+        // Under the default identity a DELETE carries only the key (PeerDB #2058).
+        let err = plan(&table(), &layout(&["region"], None, &[])).unwrap_err();
+        assert!(
+            matches!(err, PlanError::SortNeedsFullIdentity { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("REPLICA IDENTITY FULL"), "{err}");
+        // The key itself may lead in any order.
+        assert!(plan(&table(), &layout(&["id"], Some("id % 8"), &[])).is_ok());
+        let err = plan(&full, &layout(&["nope"], None, &[])).unwrap_err();
+        assert!(matches!(err, PlanError::UnknownSortColumn { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_partition_key_may_read_only_sort_columns() {
+        let mut full = table();
+        full.replica_identity = ReplicaIdentity::Full;
+        for bad in [
+            "note",
+            "lower(`secret`)",
+            "toYYYYMM(_synced_at)",
+            "\"secret\"",
+        ] {
+            let err = plan(&full, &layout(&["region"], Some(bad), &[])).unwrap_err();
+            assert!(
+                matches!(err, PlanError::PartitionOutsideSort { .. }),
+                "{bad}: {err}"
+            );
+        }
+        // Functions, literals (even ones naming a column) and sort columns are fine.
+        for good in [
+            "id % 4",
+            "substring(region, 1, 2)",
+            "if(region = 'note', 1, 2)",
+            "tuple()",
+        ] {
+            assert!(
+                plan(&full, &layout(&["region"], Some(good), &[])).is_ok(),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn excluded_columns_are_neither_written_nor_keys_and_the_stream_skips_them() {
+        let p = plan(&table(), &layout(&[], None, &["secret", "note"])).unwrap();
+        let names: Vec<&str> = p.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["id", "region"]);
+        assert_eq!(p.spec.columns.len(), 2);
+        assert_eq!(p.published.len(), 4);
+        assert_eq!(p.projection(), Some(vec![0, 1]));
+        assert_eq!(p.options.fingerprint(), "exclude_columns=[note, secret]");
+        assert!(plan(&table(), &TableOptions::default())
+            .unwrap()
+            .projection()
+            .is_none());
+        let err = plan(&table(), &layout(&[], None, &["id"])).unwrap_err();
+        assert!(matches!(err, PlanError::ExcludedKeyColumn { .. }), "{err}");
+        let err = plan(&table(), &layout(&[], None, &["pasword"])).unwrap_err();
+        assert!(
+            matches!(err, PlanError::UnknownExcludedColumn { .. }),
+            "{err}"
+        );
     }
 }
