@@ -69,10 +69,12 @@ async fn custom_sort_and_partition_keys_stay_equal_through_the_random_workload_a
     let pg = PgCluster::shared();
     let src = guide_source(pg, None, PublicationShape::ForTable);
     pg.sql(&src.database, SCHEMA).unwrap();
-    // A sort column that every update may change (`v`) needs the whole old row.
+    // A sort column that every update may change (`v`) needs the whole old row; a
+    // column to leave out, which the workload's inserts fill with its default.
     pg.sql(
         &src.database,
-        "ALTER TABLE public.w_comp REPLICA IDENTITY FULL",
+        "ALTER TABLE public.w_comp REPLICA IDENTITY FULL;
+         ALTER TABLE public.w_comp ADD COLUMN secret text DEFAULT 'do not copy';",
     )
     .unwrap();
     let base = guide_env(pg, &src, &[("PGCH__PIPELINE__SYNC_INTERVAL_MS", "300")]);
@@ -83,11 +85,14 @@ async fn custom_sort_and_partition_keys_stay_equal_through_the_random_workload_a
 source = "public.w_comp"
 order_by = ["v"]
 partition_by = "v % 4"
+exclude_columns = ["secret"]
+column_types = { note = "LowCardinality(String)" }
 
 [[tables]]
 source = "public.w_idx"
 order_by = ["serial"]
 partition_by = "cityHash64(serial) % 3"
+column_types = { v = "String" }
 
 [[tables]]
 source = "public.w_full"
@@ -150,6 +155,16 @@ order_by = ["b"]
         "0"
     );
     assert_eq!(live_duplicates(&db, "public_w_idx", "serial").await, "0");
+    let types = ClickHouse::shared()
+        .query(&format!(
+            "SELECT table, name, type FROM system.columns WHERE database = '{db}' AND ((table = 'public_w_comp' AND name IN ('note', 'secret')) OR (table = 'public_w_idx' AND name = 'v')) ORDER BY table, name FORMAT TSV"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        types.trim(),
+        "public_w_comp\tnote\tLowCardinality(Nullable(String))\npublic_w_idx\tv\tNullable(String)"
+    );
     // The view is the table as Postgres holds it.
     let (pg_sql, ch_sql) = (
         "SELECT region, id, v, coalesce(note, '') FROM public.w_comp ORDER BY 1, 2",
@@ -401,8 +416,9 @@ async fn check_judges_each_mapping_against_the_publication() {
         "CREATE TABLE public.a (id int PRIMARY KEY, region text, v int);
          CREATE TABLE public.b (id int PRIMARY KEY, region text);
          CREATE TABLE public.c (id int PRIMARY KEY, region text);
+         CREATE TABLE public.d (id int PRIMARY KEY, v int);
          ALTER TABLE public.c REPLICA IDENTITY FULL;
-         ALTER PUBLICATION clickpipes ADD TABLE public.a, public.b, public.c;",
+         ALTER PUBLICATION clickpipes ADD TABLE public.a, public.b, public.c, public.d;",
     )
     .unwrap();
     let mut settings = guide_settings(pg, &src, &[]);
@@ -410,6 +426,7 @@ async fn check_judges_each_mapping_against_the_publication() {
         order_by: order.iter().map(|s| s.to_string()).collect(),
         partition_by: partition.map(str::to_string),
         exclude_columns: exclude.iter().map(|s| s.to_string()).collect(),
+        column_types: Default::default(),
     };
     let tables = &mut settings.destination.table_options;
     tables.insert("public.a".into(), options(&[], None, &["id"]));
@@ -419,6 +436,11 @@ async fn check_judges_each_mapping_against_the_publication() {
         options(&["region"], Some("toYYYYMM(now())"), &[]),
     );
     tables.insert("public.missing".into(), options(&[], None, &["x"]));
+    let mut typed = options(&[], None, &[]);
+    typed
+        .column_types
+        .insert("v".into(), "Decimal(5, 2)".into());
+    tables.insert("public.d".into(), typed);
     let report = check::run(&settings).await;
     let lines = report.named("table_layouts");
     let find = |what: &str| {
@@ -446,11 +468,20 @@ async fn check_judges_each_mapping_against_the_publication() {
         c.observed
     );
     assert_eq!(find("public.missing").outcome, Outcome::Warning);
+    let d = find("public.d");
+    assert_eq!(d.outcome, Outcome::Failed);
+    assert!(
+        d.observed
+            .contains("Decimal(5, 2) does not suit a int4 column"),
+        "{}",
+        d.observed
+    );
     assert!(report.has_failures());
 
     // `pgch run` refuses the same mistakes before it creates anything.
     settings.destination.table_options.remove("public.b");
     settings.destination.table_options.remove("public.missing");
+    settings.destination.table_options.remove("public.d");
     let err = pgch::snapshot::plan_all(
         &pgch::source::connect::connect(&settings.source.endpoint)
             .await
@@ -461,4 +492,112 @@ async fn check_judges_each_mapping_against_the_publication() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("public.a"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn column_type_overrides_show_in_the_table_and_hold_every_value() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        "CREATE TABLE public.typed (id int PRIMARY KEY, amount numeric, doc jsonb, at timestamp NOT NULL, kind text, price numeric(20, 4));
+         INSERT INTO public.typed SELECT g, g * 1.25, jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g)), timestamp '2026-01-01' + g * interval '1.5 second', 'k' || g % 3, g FROM generate_series(1, 100) g;
+         ALTER PUBLICATION clickpipes ADD TABLE public.typed;",
+    )
+    .unwrap();
+    let base = guide_env(pg, &src, &[("PGCH__PIPELINE__SYNC_INTERVAL_MS", "200")]);
+    let (env, _config) = with_config(
+        &base,
+        r#"
+[[tables]]
+source = "public.typed"
+column_types = { amount = "Decimal(18, 4)", doc = "JSON", at = "DateTime64(3)", kind = "LowCardinality(String)", price = "String" }
+"#,
+    );
+    let db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path("pgch-mapping-types");
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    let pg_sql = "SELECT id, amount::numeric(18, 4), (doc->>'n')::int, to_char(at, 'YYYY-MM-DD HH24:MI:SS.MS'), kind, price::text FROM public.typed ORDER BY id";
+    let ch_sql = format!(
+        "SELECT id, toDecimalString(amount, 4), doc.n::Int64, toString(at), kind, price FROM `{db}`.`public_typed_current` ORDER BY id"
+    );
+    wait_same(pg, &src.database, pg_sql, &ch_sql, LIMIT, &log).await;
+    pg.sql(
+        &src.database,
+        "INSERT INTO public.typed VALUES (500, 9999999999.1234, '{\"n\": 500}', '2026-06-01 12:00:00.250', 'new', 1.5);
+         UPDATE public.typed SET amount = amount * 2, doc = doc || '{\"n\": 7}', kind = 'changed' WHERE id % 4 = 0;
+         DELETE FROM public.typed WHERE id % 9 = 0;",
+    )
+    .unwrap();
+    wait_same(pg, &src.database, pg_sql, &ch_sql, LIMIT, &log).await;
+    let types = ClickHouse::shared()
+        .query(&format!(
+            "SELECT name, type FROM system.columns WHERE database = '{db}' AND table = 'public_typed' AND name NOT LIKE '\\_%' ORDER BY position FORMAT TSV"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        types.trim(),
+        "id\tInt32\namount\tNullable(Decimal(18, 4))\ndoc\tNullable(JSON)\nat\tDateTime64(3)\nkind\tLowCardinality(Nullable(String))\nprice\tNullable(String)"
+    );
+
+    // A value the override cannot hold stops pgch naming table, column and value; the
+    // batch is neither written nor acknowledged, so nothing is lost once it is fixed.
+    pg.sql(
+        &src.database,
+        "INSERT INTO public.typed VALUES (600, 1.00001, '{}', '2026-06-01 12:00:00', 'x', 1);",
+    )
+    .unwrap();
+    let refused = pgch.wait_refusal(LIMIT).await;
+    assert!(
+        refused.contains("public.typed.amount")
+            && refused.contains("1.00001")
+            && refused.contains("Decimal(18, 4)"),
+        "{refused}"
+    );
+    let ch = ClickHouse::shared();
+    let written = ch
+        .query(&format!(
+            "SELECT count() FROM `{db}`.`public_typed` WHERE id = 600"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(written.trim(), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_value_an_override_cannot_hold_stops_the_copy_before_anything_is_written() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    pg.sql(
+        &src.database,
+        "CREATE TABLE public.prices (id int PRIMARY KEY, amount numeric);
+         INSERT INTO public.prices SELECT g, g FROM generate_series(1, 50) g;
+         INSERT INTO public.prices VALUES (51, 123456.5);
+         ALTER PUBLICATION clickpipes ADD TABLE public.prices;",
+    )
+    .unwrap();
+    let base = guide_env(pg, &src, &[]);
+    let (env, _config) = with_config(
+        &base,
+        r#"
+[[tables]]
+source = "public.prices"
+column_types = { amount = "Decimal(5, 1)" }
+"#,
+    );
+    let db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path("pgch-mapping-misfit");
+    let refused = PgchProcess::run(&env, &[], log.clone())
+        .wait_refusal(LIMIT)
+        .await;
+    assert!(
+        refused.contains("public.prices.amount") && refused.contains("123456.5"),
+        "{refused}"
+    );
+    let rows = ClickHouse::shared()
+        .query(&format!("SELECT count() FROM `{db}`.`public_prices`"))
+        .await
+        .unwrap_or_default();
+    assert_eq!(rows.trim(), "0", "{refused}");
 }

@@ -15,6 +15,13 @@ use crate::source::row::ReadError;
 pub enum ApplyError {
     #[error("{table}: {source}")]
     Image { table: String, source: ImageError },
+    /// A value its ClickHouse column cannot hold: nothing of the batch is written.
+    #[error("{table}.{column}: {source}; nothing of this batch was written or acknowledged")]
+    Encode {
+        table: String,
+        column: String,
+        source: Box<crate::sink::rowbinary::EncodeError>,
+    },
     #[error("a change refers to relation {0}, which no Relation message announced")]
     UnknownRelation(Oid),
     #[error(

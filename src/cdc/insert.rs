@@ -50,9 +50,19 @@ pub fn encode(
     let mut clamps = ClampCounts::default();
     batch
         .encode(&codecs, &mut buf, &mut clamps)
-        .map_err(|source: ImageError| ApplyError::Image {
-            table: plan.source.display(),
-            source,
+        .map_err(|source: ImageError| match source {
+            ImageError::Encode { column, source } => ApplyError::Encode {
+                table: plan.source.display(),
+                column: plan
+                    .columns
+                    .get(column)
+                    .map_or_else(|| format!("#{column}"), |c| c.name.clone()),
+                source: Box::new(source),
+            },
+            source => ApplyError::Image {
+                table: plan.source.display(),
+                source,
+            },
         })?;
     let columns = plan.insert_columns();
     Ok(Encoded {
@@ -147,7 +157,8 @@ async fn insert_with_retry(
         attempt += 1;
         let started = Instant::now();
         let query_id = format!("{}-{attempt}", e.query_id);
-        let mut insert = RowBinaryInsert::start(ch, dest, &plan.dest, &e.columns, query_id);
+        let mut insert =
+            RowBinaryInsert::start(ch, dest, &plan.dest, &e.columns, query_id, plan.has_json());
         let result = match insert.send_encoded(&e.body, e.rows).await {
             Ok(()) => insert.finish().await.map(|_| ()),
             Err(err) => Err(err),

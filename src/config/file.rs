@@ -131,6 +131,9 @@ pub struct TableConfig {
     pub partition_by: Option<String>,
     /// Published columns never copied nor streamed (not a key column).
     pub exclude_columns: Option<Vec<String>>,
+    /// ClickHouse types instead of the type map's, by column (a documented set:
+    /// `crate::sink::types::overrides`).
+    pub column_types: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The `[pipeline]` section.

@@ -109,6 +109,8 @@ pub struct TableOptions {
     pub partition_by: Option<String>,
     /// Columns left out of ClickHouse, in the order written.
     pub exclude_columns: Vec<String>,
+    /// ClickHouse type overrides by column name, as written (judged when planned).
+    pub column_types: std::collections::BTreeMap<String, String>,
 }
 
 impl TableOptions {
@@ -127,6 +129,14 @@ impl TableOptions {
             let mut excluded = self.exclude_columns.clone();
             excluded.sort();
             parts.push(format!("exclude_columns=[{}]", excluded.join(", ")));
+        }
+        if !self.column_types.is_empty() {
+            let types: Vec<String> = self
+                .column_types
+                .iter()
+                .map(|(c, t)| format!("{c}: {}", t.split_whitespace().collect::<String>()))
+                .collect();
+            parts.push(format!("column_types={{{}}}", types.join(", ")));
         }
         parts.join("; ")
     }

@@ -356,10 +356,26 @@ fn validate_table_options(t: &TableConfig) -> Result<TableOptions, ConfigError> 
             ));
         }
     }
+    let column_types = t.column_types.clone().unwrap_or_default();
+    for (c, ty) in &column_types {
+        if c.is_empty() || ty.trim().is_empty() {
+            return Err(invalid(
+                "tables.column_types",
+                format!("{}: column names and types must be non-empty", t.source),
+            ));
+        }
+        if excluded.contains(c.as_str()) {
+            return Err(invalid(
+                "tables.column_types",
+                format!("{}: `{c}` is also in exclude_columns", t.source),
+            ));
+        }
+    }
     Ok(TableOptions {
         order_by,
         partition_by,
         exclude_columns,
+        column_types,
     })
 }
 

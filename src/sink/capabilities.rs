@@ -17,6 +17,8 @@ use crate::config::DestinationSettings;
 pub const WIDE_DATES_SINCE: (u32, u32) = (26, 8);
 /// The first release with the `Time64` type.
 pub const TIME64_SINCE: (u32, u32) = (25, 6);
+/// The first release with the (no longer experimental) `JSON` type.
+pub const JSON_SINCE: (u32, u32) = (25, 3);
 
 /// What the server answered, and the mapping it allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +29,8 @@ pub struct ServerCapabilities {
     pub wide_dates: bool,
     /// `time` can be stored as `Time64(6)`.
     pub time64: bool,
+    /// The `JSON` type exists, so a `column_types` override may ask for it.
+    pub json: bool,
 }
 
 impl ServerCapabilities {
@@ -40,6 +44,7 @@ impl ServerCapabilities {
             version: version.to_string(),
             wide_dates: at_least(WIDE_DATES_SINCE),
             time64: at_least(TIME64_SINCE) && setting_on,
+            json: at_least(JSON_SINCE),
         }
     }
 
@@ -61,6 +66,7 @@ impl ServerCapabilities {
     pub fn mapping(&self) -> MappingOptions {
         MappingOptions {
             server_has_time64: self.time64,
+            server_has_json: self.json,
             date_range: self.date_range(),
             ..MappingOptions::default()
         }
@@ -134,8 +140,17 @@ mod tests {
         let m = ServerCapabilities::judge("26.9.2.1", Some("1")).mapping();
         assert!(m.server_has_time64);
         assert_eq!(m.date_range, DateRange::YEARS_1_TO_9999);
+        assert!(m.server_has_json);
         let old = ServerCapabilities::judge("25.3.1.1", Some("1")).mapping();
-        assert_eq!(old, MappingOptions::default());
+        assert_eq!(
+            old,
+            MappingOptions {
+                server_has_json: true,
+                ..MappingOptions::default()
+            }
+        );
+        let older = ServerCapabilities::judge("25.2.1.1", Some("1")).mapping();
+        assert_eq!(older, MappingOptions::default());
     }
 
     #[test]

@@ -202,10 +202,27 @@ impl Encoder<'_> {
                 let days = self.date(date, range, codec, t)?;
                 out.put_i32_le(days);
             }
-            ValueCodec::DateTime64 { range, with_offset } => {
+            ValueCodec::DateTime64 {
+                range,
+                with_offset,
+                precision,
+            } => {
                 let ts = pgtext::parse_timestamp(t, *with_offset).map_err(malformed)?;
                 let micros = self.timestamp(ts, range, codec, t)?;
-                out.put_i64_le(micros);
+                let per_unit = placeholder::sub_second_divisor(*precision);
+                let exact = matches!(ts, PgTimestamp::Micros(m) if m == i128::from(micros));
+                if exact && micros % per_unit != 0 {
+                    return Err(EncodeError::DoesNotFit {
+                        what: "timestamp",
+                        value: snippet(t),
+                        ch_type: codec.ch_type(),
+                        detail: format!(
+                            "it has more than {precision} digits after the second (storing it would truncate); map the column to DateTime64(6)"
+                        ),
+                    });
+                }
+                // Clamped values (counted) are lossy already: they go to the unit below.
+                out.put_i64_le(micros.div_euclid(per_unit));
             }
             ValueCodec::Time64 => out.put_i64_le(pgtext::parse_time(t).map_err(malformed)?),
             ValueCodec::Array {

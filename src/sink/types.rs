@@ -36,6 +36,7 @@
     clippy::panic
 )]
 
+pub mod overrides;
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
 mod tests;
@@ -163,9 +164,11 @@ pub enum ChType {
     String,
     Uuid,
     Date32,
-    /// `DateTime64(6)`, or `DateTime64(6, 'UTC')` when `utc`.
+    /// `DateTime64(P)`, or `DateTime64(P, 'UTC')` when `utc`; P is 6 (Postgres'
+    /// microseconds) unless a `column_types` override asks for fewer digits.
     DateTime64 {
         utc: bool,
+        precision: u8,
     },
     /// `Time64(6)`.
     Time64,
@@ -235,8 +238,14 @@ impl fmt::Display for ChType {
             ChType::String => f.write_str("String"),
             ChType::Uuid => f.write_str("UUID"),
             ChType::Date32 => f.write_str("Date32"),
-            ChType::DateTime64 { utc: false } => f.write_str("DateTime64(6)"),
-            ChType::DateTime64 { utc: true } => f.write_str("DateTime64(6, 'UTC')"),
+            ChType::DateTime64 {
+                utc: false,
+                precision,
+            } => write!(f, "DateTime64({precision})"),
+            ChType::DateTime64 {
+                utc: true,
+                precision,
+            } => write!(f, "DateTime64({precision}, 'UTC')"),
             ChType::Time64 => f.write_str("Time64(6)"),
             ChType::Json => f.write_str("JSON"),
             ChType::LowCardinality(t) => write!(f, "LowCardinality({t})"),
@@ -262,6 +271,9 @@ pub struct MappingOptions {
     pub json_native: bool,
     /// The range `Date32` and `DateTime64` store; values beyond clamp to its ends.
     pub date_range: DateRange,
+    /// The server has the `JSON` type (ClickHouse 25.3+): a `column_types` override
+    /// may ask for it.
+    pub server_has_json: bool,
     /// Map the column to `String` (its text output) whatever its type: the per-column
     /// escape hatch (e.g. for `numeric` holding `NaN`, or a key array).
     pub force_string: bool,
@@ -274,6 +286,7 @@ impl Default for MappingOptions {
             numeric_unconstrained_as_decimal: false,
             json_native: false,
             date_range: DateRange::DOCUMENTED,
+            server_has_json: false,
             force_string: false,
         }
     }
@@ -297,6 +310,19 @@ pub enum MappingError {
     KeyType {
         pg_type: String,
         ch_type: String,
+        why: &'static str,
+    },
+    /// A `column_types` value pgch does not know.
+    #[error(
+        "column type `{text}` is not one pgch can map to; choose from {}",
+        overrides::OVERRIDES
+    )]
+    UnknownOverride { text: String },
+    /// A `column_types` value that does not suit the column's Postgres type.
+    #[error("column type {requested} does not suit a {pg_type} column: {why}")]
+    UnsuitableOverride {
+        requested: String,
+        pg_type: String,
         why: &'static str,
     },
     /// A `numeric` typmod Postgres would not have made.
@@ -429,10 +455,11 @@ fn scalar_mapping(
         oid::TIMESTAMP | oid::TIMESTAMPTZ => {
             let utc = pg.oid == oid::TIMESTAMPTZ;
             (
-                ChType::DateTime64 { utc },
+                ChType::DateTime64 { utc, precision: 6 },
                 ValueCodec::DateTime64 {
                     range: opts.date_range,
                     with_offset: utc,
+                    precision: 6,
                 },
             )
         }

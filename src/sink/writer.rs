@@ -33,6 +33,7 @@ impl<'a> RowBinaryInsert<'a> {
         table: &str,
         columns: &[String],
         query_id: String,
+        json_as_string: bool,
     ) -> Self {
         let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
         let sql = format!(
@@ -45,6 +46,13 @@ impl<'a> RowBinaryInsert<'a> {
             .insert_formatted_with(sql)
             .with_setting("async_insert", "0")
             .with_setting("query_id", query_id.clone());
+        // `JSON` values are written as RowBinary strings; the setting is sent only then
+        // (servers before JSON lack it).
+        let insert = if json_as_string {
+            insert.with_setting("input_format_binary_read_json_as_string", "1")
+        } else {
+            insert
+        };
         RowBinaryInsert {
             insert,
             buf: BytesMut::with_capacity(CHUNK_BYTES + 64 * 1024),

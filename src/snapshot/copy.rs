@@ -147,7 +147,14 @@ pub async fn copy_partition(
     let columns = plan.insert_columns();
     let multiset = plan.is_multiset();
     let fields_per_row = plan.columns.len() + usize::from(multiset);
-    let mut insert = RowBinaryInsert::start(ch, settings, &plan.dest, &columns, query_id);
+    let mut insert = RowBinaryInsert::start(
+        ch,
+        settings,
+        &plan.dest,
+        &columns,
+        query_id,
+        plan.has_json(),
+    );
     // Postgres sends each row of COPY TO STDOUT as its own CopyData message.
     let mut spare: Vec<Option<Cow<'static, [u8]>>> = Vec::with_capacity(fields_per_row);
     let mut rows_seen: u64 = 0;

@@ -3,6 +3,7 @@
 
 use crate::config::TableOptions;
 use crate::sink::ddl::{ColumnSpec, TableSpec, MULTISET_COLUMNS, SYSTEM_COLUMNS};
+use crate::sink::types::overrides::TypeOverride;
 use crate::sink::types::{
     map_column, ColumnMapping, MappingError, MappingOptions, PgType, PgTypeKind,
 };
@@ -50,6 +51,11 @@ impl TablePlan {
                 .map(|(i, _)| i)
                 .collect(),
         )
+    }
+
+    /// Whether a column is ClickHouse `JSON` (its inserts read it from strings).
+    pub fn has_json(&self) -> bool {
+        self.mappings.iter().any(|m| m.ch.needs_json_as_string())
     }
 
     /// Positions of the ClickHouse sort columns (`order_by`, then the key): what a
@@ -131,6 +137,8 @@ pub enum PlanError {
     },
     #[error("{0} has no published columns")]
     NoColumns(String),
+    #[error("[[tables]] column_types of {table} names `{column}`, which {table} does not publish")]
+    UnknownTypedColumn { table: String, column: String },
     #[error("[[tables]] exclude_columns of {table} names `{column}`, which {table} does not publish (a misspelt name would let the column through)")]
     UnknownExcludedColumn { table: String, column: String },
     #[error("[[tables]] exclude_columns of {table}: `{column}` is in its replica identity key, which every row image needs to be deduplicated and deleted; leave it in")]
@@ -190,17 +198,31 @@ pub fn plan_table(
     let keyless_full = source.replica_identity == ReplicaIdentity::Full && !source.has_primary_key;
     let published = columns;
     let columns = written_columns(source, &published, layout, keyless_full)?;
+    if let Some(name) = layout
+        .column_types
+        .keys()
+        .find(|name| !columns.iter().any(|c| &&c.name == name))
+    {
+        return Err(PlanError::UnknownTypedColumn {
+            table: source.display(),
+            column: name.clone(),
+        });
+    }
     let mut mappings = Vec::with_capacity(columns.len());
     let mut specs = Vec::with_capacity(columns.len());
     for c in &columns {
         // A keyless FULL table orders by all its columns, which may be NULL (rule 10).
         let is_key = c.is_key() && !keyless_full;
-        let mapping = map_column(&pg_type(c), c.not_null, is_key, opts).map_err(|source_err| {
-            PlanError::Mapping {
-                table: source.display(),
-                column: c.name.clone(),
-                source: source_err,
+        let mapping = match layout.column_types.get(&c.name) {
+            Some(text) => {
+                TypeOverride::parse(text).and_then(|o| o.map(&pg_type(c), c.not_null, is_key, opts))
             }
+            None => map_column(&pg_type(c), c.not_null, is_key, opts),
+        }
+        .map_err(|source_err| PlanError::Mapping {
+            table: source.display(),
+            column: c.name.clone(),
+            source: source_err,
         })?;
         specs.push(ColumnSpec {
             name: c.name.clone(),
@@ -485,6 +507,7 @@ mod tests {
             order_by: order_by.iter().map(|s| s.to_string()).collect(),
             partition_by: partition_by.map(str::to_string),
             exclude_columns: exclude.iter().map(|s| s.to_string()).collect(),
+            column_types: Default::default(),
         }
     }
 

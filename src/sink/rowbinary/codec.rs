@@ -73,6 +73,9 @@ pub enum ValueCodec {
     DateTime64 {
         range: DateRange,
         with_offset: bool,
+        /// Digits after the second, 0..=6: below 6 a value with more is refused
+        /// (storing it would truncate).
+        precision: u8,
     },
     /// `Time64(6)`.
     Time64,
@@ -97,9 +100,11 @@ impl ValueCodec {
             ValueCodec::Uuid => "UUID".into(),
             ValueCodec::Date(_) => "Date32".into(),
             ValueCodec::DateTime64 {
-                with_offset: false, ..
-            } => "DateTime64(6)".into(),
-            ValueCodec::DateTime64 { .. } => "DateTime64(6, 'UTC')".into(),
+                with_offset: false,
+                precision,
+                ..
+            } => format!("DateTime64({precision})"),
+            ValueCodec::DateTime64 { precision, .. } => format!("DateTime64({precision}, 'UTC')"),
             ValueCodec::Time64 => "Time64(6)".into(),
             ValueCodec::Array { element, dims, .. } => {
                 let mut s = format!("Nullable({})", element.ch_type());

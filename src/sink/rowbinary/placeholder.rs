@@ -65,7 +65,9 @@ fn zero(value: &ValueCodec, out: &mut BytesMut) {
         ValueCodec::Text | ValueCodec::Bytea => put_leb128(out, 0),
         ValueCodec::Uuid => out.put_bytes(0, 16),
         ValueCodec::Date(range) => out.put_i32_le(epoch_day(range)),
-        ValueCodec::DateTime64 { range, .. } => out.put_i64_le(epoch_micros(range)),
+        ValueCodec::DateTime64 {
+            range, precision, ..
+        } => out.put_i64_le(epoch_micros(range) / sub_second_divisor(*precision)),
         ValueCodec::Time64 => out.put_i64_le(0),
         ValueCodec::Array { .. } | ValueCodec::Hstore => put_leb128(out, 0),
     }
@@ -84,6 +86,11 @@ fn epoch_day(range: &DateRange) -> i32 {
 }
 
 /// Microsecond 0 (the epoch) moved into `range`, as the encoder clamps it.
+/// Microseconds per unit of a `DateTime64(precision)` (1 at 6, 1000 at 3).
+pub fn sub_second_divisor(precision: u8) -> i64 {
+    10i64.pow(u32::from(6u8.saturating_sub(precision.min(6))))
+}
+
 fn epoch_micros(range: &DateRange) -> i64 {
     let (first, last) = range.micros();
     let micros = if 0 < first {
@@ -488,6 +495,7 @@ mod tests {
         let ts = plain(ValueCodec::DateTime64 {
             range: inverted,
             with_offset: false,
+            precision: 6,
         });
         assert_eq!(placeholder(&ts).len(), 8);
     }

@@ -38,6 +38,7 @@ fn ts(with_offset: bool) -> Codec {
     plain(ValueCodec::DateTime64 {
         range: DateRange::DOCUMENTED,
         with_offset,
+        precision: 6,
     })
 }
 
@@ -312,6 +313,7 @@ fn array_elements_use_their_type_codec() {
     let tz = ValueCodec::DateTime64 {
         range: DateRange::DOCUMENTED,
         with_offset: true,
+        precision: 6,
     };
     let one = hex(&ts(true), Some("2020-01-01 08:00:00+00"));
     assert_eq!(

@@ -289,7 +289,13 @@ fn chtype_ddl_and_helpers() {
     assert!(!ChType::Scalar(Scalar::Int32).has_nullable());
     assert!(ChType::Array(Box::new(ChType::Json.nullable())).needs_json_as_string());
     assert_eq!(
-        format!("{}", ChType::DateTime64 { utc: true }),
+        format!(
+            "{}",
+            ChType::DateTime64 {
+                utc: true,
+                precision: 6
+            }
+        ),
         "DateTime64(6, 'UTC')"
     );
 }
@@ -353,4 +359,116 @@ fn mapped_columns_encode_end_to_end() {
     let m = map_column(&dims, false, false, &MappingOptions::default()).unwrap();
     encode_value(&m.codec, None, &mut BytesMut::new(), &mut clamps).unwrap();
     assert_eq!(clamps.get(ClampKind::NullAsEmpty), 1);
+}
+
+mod overrides {
+    use super::*;
+    use crate::sink::types::overrides::TypeOverride;
+
+    fn over(
+        text: &str,
+        pg: &PgType,
+        not_null: bool,
+        is_key: bool,
+    ) -> Result<ColumnMapping, MappingError> {
+        let opts = MappingOptions {
+            server_has_json: true,
+            ..MappingOptions::default()
+        };
+        TypeOverride::parse(text)?.map(pg, not_null, is_key, &opts)
+    }
+
+    fn encoded(m: &ColumnMapping, value: &str) -> Result<Vec<u8>, String> {
+        let mut out = BytesMut::new();
+        let mut clamps = ClampCounts::default();
+        encode_value(&m.codec, Some(value.as_bytes()), &mut out, &mut clamps)
+            .map(|()| out.to_vec())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn each_override_maps_the_types_it_suits_and_refuses_the_rest() {
+        let numeric = PgType::base(oid::NUMERIC, "numeric");
+        let text = PgType::base(oid::TEXT, "text");
+        let jsonb = PgType::base(oid::JSONB, "jsonb");
+        let ts = PgType::base(oid::TIMESTAMP, "timestamp");
+        let tstz = PgType::base(oid::TIMESTAMPTZ, "timestamptz");
+        let ddl = |m: Result<ColumnMapping, MappingError>| m.unwrap().ch.ddl();
+        assert_eq!(
+            ddl(over("Decimal( 12 , 2 )", &numeric, false, false)),
+            "Nullable(Decimal(12, 2))"
+        );
+        assert_eq!(ddl(over("String", &numeric, true, false)), "String");
+        assert_eq!(ddl(over("JSON", &jsonb, false, false)), "Nullable(JSON)");
+        assert_eq!(
+            ddl(over("DateTime64(3)", &ts, true, false)),
+            "DateTime64(3)"
+        );
+        assert_eq!(
+            ddl(over("DateTime64(0)", &tstz, false, false)),
+            "Nullable(DateTime64(0, 'UTC'))"
+        );
+        assert_eq!(
+            ddl(over("LowCardinality(String)", &text, false, false)),
+            "LowCardinality(Nullable(String))"
+        );
+        assert_eq!(
+            ddl(over("LowCardinality(String)", &text, false, true)),
+            "LowCardinality(String)"
+        );
+
+        let refused = |m: Result<ColumnMapping, MappingError>| m.unwrap_err().to_string();
+        assert!(
+            refused(over("Decimal(12, 2)", &text, false, false)).contains("only a numeric column")
+        );
+        assert!(refused(over("JSON", &jsonb, false, true)).contains("sort key"));
+        assert!(
+            refused(over("LowCardinality(String)", &ts, false, false)).contains("stored as text")
+        );
+        assert!(refused(over("DateTime64(3)", &numeric, false, false)).contains("timestamp"));
+        for unknown in [
+            "Int8",
+            "Decimal(80, 2)",
+            "Decimal(5, 6)",
+            "DateTime64(9)",
+            "decimal(5,2)",
+        ] {
+            assert!(
+                refused(over(unknown, &numeric, false, false)).contains("choose from"),
+                "{unknown}"
+            );
+        }
+        let no_json = TypeOverride::Json.map(&jsonb, false, false, &MappingOptions::default());
+        assert!(refused(no_json).contains("no JSON type"));
+    }
+
+    #[test]
+    fn a_value_the_override_cannot_hold_is_refused_by_name_never_cut() {
+        let numeric = PgType::base(oid::NUMERIC, "numeric");
+        let small = over("Decimal(5, 2)", &numeric, false, false).unwrap();
+        assert_eq!(encoded(&small, "123.45").unwrap().len(), 1 + 4);
+        let err = encoded(&small, "1234.5").unwrap_err();
+        assert!(
+            err.contains("1234.5") && err.contains("Decimal(5, 2)"),
+            "{err}"
+        );
+        assert!(encoded(&small, "1.234")
+            .unwrap_err()
+            .contains("would round"));
+        assert!(encoded(&small, "NaN").is_err());
+
+        let ts = PgType::base(oid::TIMESTAMP, "timestamp");
+        let millis = over("DateTime64(3)", &ts, true, false).unwrap();
+        assert_eq!(
+            encoded(&millis, "1970-01-01 00:00:01.5").unwrap(),
+            1500i64.to_le_bytes().to_vec()
+        );
+        let err = encoded(&millis, "2026-01-01 10:00:00.123456").unwrap_err();
+        assert!(
+            err.contains("2026-01-01 10:00:00.123456") && err.contains("truncate"),
+            "{err}"
+        );
+        // Clamped ends (counted) need no exactness.
+        assert!(encoded(&millis, "infinity").is_ok());
+    }
 }

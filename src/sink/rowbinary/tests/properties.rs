@@ -80,10 +80,12 @@ fn every_codec() -> Vec<Codec> {
         ValueCodec::DateTime64 {
             range,
             with_offset: true,
+            precision: 6,
         },
         ValueCodec::DateTime64 {
             range,
             with_offset: false,
+            precision: 6,
         },
         ValueCodec::Time64,
         ValueCodec::Hstore,
