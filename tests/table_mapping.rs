@@ -427,6 +427,7 @@ async fn check_judges_each_mapping_against_the_publication() {
         partition_by: partition.map(str::to_string),
         exclude_columns: exclude.iter().map(|s| s.to_string()).collect(),
         column_types: Default::default(),
+        history: false,
     };
     let tables = &mut settings.destination.table_options;
     tables.insert("public.a".into(), options(&[], None, &["id"]));
@@ -600,4 +601,157 @@ column_types = { amount = "Decimal(5, 1)" }
         .await
         .unwrap_or_default();
     assert_eq!(rows.trim(), "0", "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_table_holds_exactly_one_row_per_change_through_sigkills_and_replays() {
+    let pg = PgCluster::shared();
+    let src = guide_source(pg, None, PublicationShape::ForTable);
+    // The oracle: a trigger logs every row change in Postgres, as the history must.
+    pg.sql(
+        &src.database,
+        "CREATE TABLE public.ledger (id int PRIMARY KEY, amount int NOT NULL, memo text);
+         ALTER TABLE public.ledger REPLICA IDENTITY FULL;
+         INSERT INTO public.ledger SELECT g, g * 10, 'm' || g FROM generate_series(1, 50) g;
+         CREATE TABLE public.ledger_audit (n bigserial PRIMARY KEY, op text, id int, amount int, memo text);
+         CREATE FUNCTION public.ledger_log() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF TG_OP = 'DELETE' THEN
+             INSERT INTO public.ledger_audit (op, id, amount, memo) VALUES ('delete', OLD.id, OLD.amount, OLD.memo);
+           ELSE
+             INSERT INTO public.ledger_audit (op, id, amount, memo) VALUES (lower(TG_OP), NEW.id, NEW.amount, NEW.memo);
+           END IF;
+           RETURN NULL;
+         END $$;
+         CREATE TRIGGER ledger_log AFTER INSERT OR UPDATE OR DELETE ON public.ledger FOR EACH ROW EXECUTE FUNCTION public.ledger_log();
+         ALTER PUBLICATION clickpipes ADD TABLE public.ledger;",
+    )
+    .unwrap();
+    let base = guide_env(pg, &src, &[("PGCH__PIPELINE__SYNC_INTERVAL_MS", "200")]);
+    let (env, _config) = with_config(
+        &base,
+        r#"
+[[tables]]
+source = "public.ledger"
+mode = "history"
+partition_by = "toYYYYMM(_commit_time)"
+"#,
+    );
+    let db = env_value(&env, "PGCH__DESTINATION__DATABASE");
+    let log = log_path("pgch-mapping-history");
+    let table = format!("`{db}`.`public_ledger`");
+    let mut rng = Rng::new(0x4157);
+    let mut next_id = 1000;
+    let mut changes = |rng: &mut Rng| {
+        let mut sql = String::from("BEGIN;\n");
+        for _ in 0..rng.range(1, 5) {
+            let m = rng.range(3, 9);
+            let r = rng.range(0, m - 1);
+            sql.push_str(&match rng.range(0, 4) {
+                0 | 1 => {
+                    next_id += 3;
+                    format!("INSERT INTO public.ledger VALUES ({next_id}, 1, 'n'), ({}, 2, NULL), ({}, 3, 'x');\n", next_id + 1, next_id + 2)
+                }
+                2 => format!("UPDATE public.ledger SET amount = amount + 1, memo = coalesce(memo, '') || 'u' WHERE id % {m} = {r};\n"),
+                3 => format!("DELETE FROM public.ledger WHERE id % {m} = {r} AND id % 2 = 0;\n"),
+                _ => "UPDATE public.ledger SET id = id + 100000 WHERE id = (SELECT min(id) FROM public.ledger WHERE id < 100000);\n".to_string(),
+            });
+        }
+        sql.push_str("COMMIT;\n");
+        sql
+    };
+    // The copy's rows are the table as its snapshot saw it; every change after it
+    // follows as a row of its own (changes the snapshot saw are in its rows).
+    let first = PgchProcess::run(&env, &[], log.clone());
+    wait_same(
+        pg,
+        &src.database,
+        "SELECT count(*) FROM public.ledger",
+        &format!("SELECT count() FROM {table} FINAL WHERE _op = 'snapshot'"),
+        LIMIT,
+        &log,
+    )
+    .await;
+    first.stop();
+    for round in 0..4 {
+        let spec = format!("{}:1", pgch::failpoint::AFTER_INSERT_BEFORE_ACK);
+        let extra: Vec<(&str, &str)> = if round == 1 {
+            vec![("PGCH_FAILPOINT", spec.as_str())]
+        } else {
+            vec![]
+        };
+        let pgch = PgchProcess::run(&env, &extra, log.clone());
+        for _ in 0..scaled(25) {
+            pg.sql(&src.database, &changes(&mut rng)).unwrap();
+        }
+        if round == 1 {
+            let status = tokio::task::spawn_blocking(move || pgch.wait(LIMIT))
+                .await
+                .unwrap();
+            assert_eq!(
+                status.and_then(|s| s.signal()),
+                Some(libc::SIGKILL),
+                "pgch did not die at the failpoint\n{}",
+                log_text(&log)
+            );
+        } else {
+            tokio::time::sleep(Duration::from_millis(rng.range(200, 2000))).await;
+            pgch.kill9();
+        }
+    }
+    let pgch = PgchProcess::run(&env, &[], log.clone());
+    // A TRUNCATE keeps the history; what follows is recorded after it.
+    pg.sql(
+        &src.database,
+        "TRUNCATE public.ledger; INSERT INTO public.ledger VALUES (1, 1, 'after');",
+    )
+    .unwrap();
+    let pg_sql = "SELECT op, id, amount, coalesce(memo, '~') FROM public.ledger_audit ORDER BY op COLLATE \"C\", id, amount, coalesce(memo, '~') COLLATE \"C\"";
+    let ch_sql = format!(
+        "SELECT toString(_op), id, amount, ifNull(memo, '~') FROM {table} FINAL WHERE _op != 'snapshot' ORDER BY 1, 2, 3, 4"
+    );
+    wait_same(
+        pg,
+        &src.database,
+        pg_sql,
+        &ch_sql,
+        Duration::from_secs(240),
+        &log,
+    )
+    .await;
+    let ch = ClickHouse::shared();
+    let facts = ch
+        .query(&format!(
+            "SELECT countIf(_op = 'snapshot'), count() - uniqExact(_lsn, _seq), countIf(_op != 'snapshot' AND (_commit_time < '2026-01-01' OR _xid = 0)) FROM {table} FINAL FORMAT TSV"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        facts.trim(),
+        "50\t0\t0",
+        "snapshot rows, changes twice, unstamped"
+    );
+    // Replays were written again, but each change keeps one row.
+    ch.query(&format!("OPTIMIZE TABLE {table} FINAL"))
+        .await
+        .unwrap();
+    let after = ch
+        .query(&format!("SELECT count() FROM {table}"))
+        .await
+        .unwrap();
+    let audited = pg
+        .sql(
+            &src.database,
+            "SELECT count(*) + 50 FROM public.ledger_audit",
+        )
+        .unwrap();
+    assert_eq!(after.trim(), audited.trim());
+    let views = ch
+        .query(&format!(
+            "SELECT count() FROM system.tables WHERE database = '{db}' AND name = 'public_ledger_current'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(views.trim(), "0", "a history has no current view");
+    pgch.stop();
 }

@@ -17,7 +17,7 @@ use crate::config::FlushLimits;
 use crate::config::{DestinationSettings, PipelineSettings};
 use crate::lsn::Lsn;
 use crate::metrics::Op;
-use crate::pipeline::batch::TableBatch;
+use crate::pipeline::batch::{TableBatch, TxStamp};
 use crate::sink::client as ch_client;
 use crate::sink::inflight::wait_for_inserts;
 use crate::sink::preflight::quote_ident as ch_quote;
@@ -62,6 +62,8 @@ pub struct Applier {
     /// The type map the tables were planned with: a shape change re-plans with it, so
     /// the stream keeps encoding as the snapshot does.
     mapping: MappingOptions,
+    /// The transaction being received, as history rows record it.
+    tx: TxStamp,
     /// `destination.create_views`: a reshaped keyed table's view is made again.
     create_views: bool,
     /// Source tables (oids) a streamed TRUNCATE emptied since the membership poll.
@@ -120,6 +122,7 @@ impl Applier {
             server_version: 0,
             mapping: MappingOptions::default(),
             create_views: true,
+            tx: TxStamp::default(),
             truncated: Vec::new(),
             lanes,
             control,
@@ -335,6 +338,7 @@ impl Applier {
             .ok_or(ApplyError::UnknownRelation(relation))?;
         let l = &mut self.lanes[lane];
         l.received[kind as usize] += 1;
+        l.batch.set_transaction(self.tx);
         Ok((&mut l.batch, &l.plan))
     }
 
@@ -344,9 +348,11 @@ impl Applier {
     }
 
     /// A transaction begins: keepalives are not acknowledged until it commits.
-    pub fn begin(&mut self, xid: u32, final_lsn: Lsn) {
+    /// `commit_time` (µs since 1970) goes into history tables' rows.
+    pub fn begin(&mut self, xid: u32, final_lsn: Lsn, commit_time: i64) {
         self.ledger.begin();
         self.xid = xid;
+        self.tx = TxStamp { xid, commit_time };
         self.final_lsn = final_lsn;
     }
 
@@ -462,12 +468,18 @@ impl Applier {
         l.batch.clear();
         // Everything after this comes from the stream: no copy is left to overlap with.
         l.seen_by_copy = None;
-        let sql = format!(
-            "TRUNCATE TABLE {}.{}",
-            ch_quote(&dest.database),
-            ch_quote(&table)
-        );
-        ch_client::execute(ch, dest, &sql).await?;
+        if l.plan.is_history() {
+            // A history keeps what happened before the TRUNCATE; the rows inserted
+            // after it follow as changes.
+            tracing::info!(table = %l.plan.source.display(), "TRUNCATE: the history table keeps its rows");
+        } else {
+            let sql = format!(
+                "TRUNCATE TABLE {}.{}",
+                ch_quote(&dest.database),
+                ch_quote(&table)
+            );
+            ch_client::execute(ch, dest, &sql).await?;
+        }
         let state = StateStore::open(dest, slot).await?;
         state
             .put(&keys::snapshot_complete(&table), "truncated")

@@ -597,7 +597,11 @@ async fn apply_message(
     let dest = &settings.destination;
     let slot = &settings.source.slot;
     match msg {
-        Message::Begin(b) => applier.begin(b.xid, b.final_lsn),
+        Message::Begin(b) => applier.begin(
+            b.xid,
+            b.final_lsn,
+            b.commit_timestamp.to_unix_micros().unwrap_or(i64::MAX),
+        ),
         // Already in the table's resync copy (see Applier::in_copy).
         Message::Insert(crate::source::pgoutput::Insert { relation_id, .. })
         | Message::Update(crate::source::pgoutput::Update { relation_id, .. })

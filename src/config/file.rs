@@ -134,6 +134,8 @@ pub struct TableConfig {
     /// ClickHouse types instead of the type map's, by column (a documented set:
     /// `crate::sink::types::overrides`).
     pub column_types: Option<std::collections::BTreeMap<String, String>>,
+    /// `current` (default) or `history`: an append-only table of every change.
+    pub mode: Option<super::TableMode>,
 }
 
 /// The `[pipeline]` section.

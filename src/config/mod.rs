@@ -109,6 +109,17 @@ pub enum Mode {
     CdcOnly,
 }
 
+/// What a ClickHouse table holds of its source table (`[[tables]] mode`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TableMode {
+    /// The rows as Postgres holds them now (a `ReplacingMergeTree` of row versions).
+    #[default]
+    Current,
+    /// Every change a row of its own, append-only, for audit and time travel.
+    History,
+}
+
 /// What a TRUNCATE in the stream does to the ClickHouse table.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

@@ -111,6 +111,9 @@ pub struct TableOptions {
     pub exclude_columns: Vec<String>,
     /// ClickHouse type overrides by column name, as written (judged when planned).
     pub column_types: std::collections::BTreeMap<String, String>,
+    /// `mode = "history"`: every change a row (`_lsn`, `_seq`, `_op`, `_xid`,
+    /// `_commit_time`), nothing replaced or deleted.
+    pub history: bool,
 }
 
 impl TableOptions {
@@ -129,6 +132,9 @@ impl TableOptions {
             let mut excluded = self.exclude_columns.clone();
             excluded.sort();
             parts.push(format!("exclude_columns=[{}]", excluded.join(", ")));
+        }
+        if self.history {
+            parts.push("mode=history".to_string());
         }
         if !self.column_types.is_empty() {
             let types: Vec<String> = self

@@ -371,11 +371,22 @@ fn validate_table_options(t: &TableConfig) -> Result<TableOptions, ConfigError> 
             ));
         }
     }
+    let history = t.mode == Some(TableMode::History);
+    if history && !order_by.is_empty() {
+        return Err(invalid(
+            "tables.order_by",
+            format!(
+                "{}: a history table is ordered by change (_lsn, _seq); leave order_by out",
+                t.source
+            ),
+        ));
+    }
     Ok(TableOptions {
         order_by,
         partition_by,
         exclude_columns,
         column_types,
+        history,
     })
 }
 

@@ -36,6 +36,20 @@
 //! sum of its `_sign`s under `FINAL` — what the `<table>_current` view expands. A
 //! TRUNCATE empties the table as for every other. The copy and the stream must not both
 //! carry a transaction: see [`crate::snapshot::visibility`].
+//!
+//! # History tables
+//!
+//! A `mode = "history"` table (always `REPLICA IDENTITY FULL`) is copied and streamed
+//! the same way, named the same way, but each change is one row saying what it did:
+//!
+//! ```text
+//!   insert  -> row(new), _op = insert
+//!   update  -> row(new, unchanged TOAST from the old row), _op = update
+//!   delete  -> row(old), _op = delete
+//!   copy    -> row, _op = snapshot, _lsn = 0, _seq = ctid
+//! ```
+//!
+//! with its transaction's xid and commit time. A TRUNCATE keeps the history.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -72,6 +86,28 @@ pub struct PendingRow {
     /// whether it adds (+1) or removes (-1) a copy of the row.
     pub seq: u64,
     pub sign: i8,
+    /// History tables only: what the change did, and its transaction.
+    pub op: ChangeOp,
+    pub tx: TxStamp,
+}
+
+/// What a history row's change did (`_op`, an `Enum8` of these codes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChangeOp {
+    /// A row of the initial copy.
+    Snapshot = 0,
+    #[default]
+    Insert = 1,
+    Update = 2,
+    Delete = 3,
+}
+
+/// The transaction a history row's change belongs to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxStamp {
+    pub xid: u32,
+    /// Commit time, microseconds since 1970-01-01 UTC.
+    pub commit_time: i64,
 }
 
 /// Why a change could not become a row image.
@@ -109,6 +145,10 @@ pub struct TableBatch {
     latest: Option<HashMap<Key, usize>>,
     /// Images are changes of a multiset (keyless) table.
     multiset: bool,
+    /// Images are rows of a history table (a multiset's naming, one row per change).
+    history: bool,
+    /// The transaction whose changes arrive now (history tables).
+    tx: TxStamp,
     /// The version of the last image and the next position at it; kept across
     /// flushes (a multi-row change may straddle one), reset when a session is lost.
     last_version: Lsn,
@@ -127,6 +167,8 @@ impl TableBatch {
             rows: Vec::new(),
             latest: None,
             multiset: false,
+            history: false,
+            tx: TxStamp::default(),
             last_version: Lsn::ZERO,
             next_seq: 0,
             fill: BatchFill::default(),
@@ -144,7 +186,9 @@ impl TableBatch {
 
     /// The batch a table's plan asks for.
     pub fn for_plan(plan: &crate::snapshot::plan::TablePlan) -> Self {
-        let batch = if plan.is_multiset() {
+        let batch = if plan.is_history() {
+            TableBatch::history(plan.columns.len())
+        } else if plan.is_multiset() {
             TableBatch::multiset(plan.columns.len())
         } else {
             TableBatch::new(plan.columns.len(), plan.key_columns())
@@ -154,6 +198,19 @@ impl TableBatch {
             Some(kept) => batch.keeping(plan.published.len(), &kept),
             None => batch,
         }
+    }
+
+    /// An empty batch for a history table: one row per change, named as a multiset's.
+    pub fn history(columns: usize) -> Self {
+        TableBatch {
+            history: true,
+            ..TableBatch::multiset(columns)
+        }
+    }
+
+    /// The transaction the next changes belong to (history tables record it).
+    pub fn set_transaction(&mut self, tx: TxStamp) {
+        self.tx = tx;
     }
 
     /// The same batch for tuples of `width` columns of which only the positions `kept`
@@ -193,9 +250,17 @@ impl TableBatch {
         self.next_seq - 1
     }
 
-    /// A multiset image: `sign` copies of `cells`.
-    fn push_change(&mut self, version: Lsn, cells: Vec<Cell>, sign: i8, now: Instant) {
+    /// A multiset image (`sign` copies of `cells`) or a history row (`op`).
+    fn push_change(
+        &mut self,
+        version: Lsn,
+        cells: Vec<Cell>,
+        sign: i8,
+        op: ChangeOp,
+        now: Instant,
+    ) {
         let seq = self.seq(version);
+        let tx = self.tx;
         self.push(
             PendingRow {
                 version,
@@ -203,6 +268,8 @@ impl TableBatch {
                 cells,
                 seq,
                 sign,
+                op,
+                tx,
             },
             now,
         );
@@ -332,7 +399,7 @@ impl TableBatch {
     pub fn insert(&mut self, version: Lsn, new: TupleData, now: Instant) -> Result<(), ImageError> {
         let cells = self.cells(new)?;
         if self.multiset {
-            self.push_change(version, cells, 1, now);
+            self.push_change(version, cells, 1, ChangeOp::Insert, now);
             return Ok(());
         }
         self.push(
@@ -342,6 +409,8 @@ impl TableBatch {
                 cells,
                 seq: 0,
                 sign: 1,
+                op: ChangeOp::Insert,
+                tx: TxStamp::default(),
             },
             now,
         );
@@ -369,8 +438,12 @@ impl TableBatch {
                 return Err(ImageError::NoOldRow);
             };
             Self::fill_unchanged(&mut cells, &old_cells);
-            self.push_change(version, old_cells, -1, now);
-            self.push_change(version, cells, 1, now);
+            if self.history {
+                self.push_change(version, cells, 1, ChangeOp::Update, now);
+                return Ok(());
+            }
+            self.push_change(version, old_cells, -1, ChangeOp::Delete, now);
+            self.push_change(version, cells, 1, ChangeOp::Insert, now);
             return Ok(());
         }
         if cells.contains(&Cell::Unresolved) {
@@ -397,6 +470,8 @@ impl TableBatch {
                         cells: marker,
                         seq: 0,
                         sign: 1,
+                        op: ChangeOp::Delete,
+                        tx: TxStamp::default(),
                     },
                     now,
                 );
@@ -409,6 +484,8 @@ impl TableBatch {
                 cells,
                 seq: 0,
                 sign: 1,
+                op: ChangeOp::Update,
+                tx: TxStamp::default(),
             },
             now,
         );
@@ -424,7 +501,7 @@ impl TableBatch {
             if !full {
                 return Err(ImageError::NoOldRow);
             }
-            self.push_change(version, cells, -1, now);
+            self.push_change(version, cells, -1, ChangeOp::Delete, now);
             return Ok(());
         }
         let marker = self.marker(&cells);
@@ -435,6 +512,8 @@ impl TableBatch {
                 cells: marker,
                 seq: 0,
                 sign: 1,
+                op: ChangeOp::Delete,
+                tx: TxStamp::default(),
             },
             now,
         );
@@ -507,6 +586,14 @@ impl TableBatch {
                 .map_err(|source| ImageError::Encode { column: i, source })?;
             }
             out.put_u64_le(row.version.as_u64());
+            if self.history {
+                // `_lsn`, `_seq`, `_op`, `_xid`, `_commit_time`.
+                out.put_u64_le(row.seq);
+                out.put_i8(row.op as i8);
+                out.put_u32_le(row.tx.xid);
+                out.put_i64_le(row.tx.commit_time);
+                continue;
+            }
             out.put_u8(u8::from(row.deleted));
             if self.multiset {
                 out.put_u64_le(row.seq);

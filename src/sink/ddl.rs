@@ -18,6 +18,22 @@ pub const SYSTEM_COLUMNS: &[(&str, &str)] = &[
 /// of the row or removes one.
 pub const MULTISET_COLUMNS: &[(&str, &str)] = &[("_seq", "UInt64"), ("_sign", "Int8")];
 
+/// The columns of a history table (`[[tables]] mode = "history"`) after the source's:
+/// the change a row stands for — its WAL position and its place among the table's
+/// changes there (which make a replayed change replace itself), what it did, and which
+/// transaction, committed when.
+pub const HISTORY_COLUMNS: &[(&str, &str)] = &[
+    ("_lsn", "UInt64"),
+    ("_seq", "UInt64"),
+    (
+        "_op",
+        "Enum8('snapshot' = 0, 'insert' = 1, 'update' = 2, 'delete' = 3)",
+    ),
+    ("_xid", "UInt32"),
+    ("_commit_time", "DateTime64(6, 'UTC')"),
+    ("_synced_at", "DateTime64(6) DEFAULT now64(6)"),
+];
+
 /// One destination column.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ColumnSpec {
@@ -41,6 +57,8 @@ pub struct TableSpec {
     pub source: String,
     /// A `PARTITION BY` expression (`[[tables]] partition_by`).
     pub partition_by: Option<String>,
+    /// An append-only history of changes ([`HISTORY_COLUMNS`]), ordered by change.
+    pub history: bool,
 }
 
 /// `CREATE DATABASE IF NOT EXISTS`, on the cluster when one is configured.
@@ -60,6 +78,9 @@ fn on_cluster(cluster: Option<&str>) -> String {
 
 /// The `CREATE TABLE IF NOT EXISTS` statement of a destination table.
 pub fn create_table_sql(database: &str, table: &TableSpec, cluster: Option<&str>) -> String {
+    if table.history {
+        return create_history_sql(database, table, cluster);
+    }
     let mut cols: Vec<String> = table
         .columns
         .iter()
@@ -106,6 +127,36 @@ pub fn create_table_sql(database: &str, table: &TableSpec, cluster: Option<&str>
         on_cluster(cluster),
         cols.join(", "),
         escape_string(&format!("pgch: {}", table.source)),
+    )
+}
+
+/// A history table: every change once, ordered by change. `ReplacingMergeTree` without
+/// a version only so that a change written again after a crash (same `_lsn`, `_seq`)
+/// replaces itself; nothing else ever shares a sort key.
+fn create_history_sql(database: &str, table: &TableSpec, cluster: Option<&str>) -> String {
+    let cols: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.ch_type.as_str()))
+        .chain(HISTORY_COLUMNS.iter().copied())
+        .map(|(n, t)| format!("{} {t}", quote_ident(n)))
+        .collect();
+    let engine = match cluster {
+        None => "ReplacingMergeTree".to_string(),
+        Some(_) => "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')".to_string(),
+    };
+    let partition = table
+        .partition_by
+        .as_deref()
+        .map(|p| format!(" PARTITION BY {p}"))
+        .unwrap_or_default();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}.{}{} ({}) ENGINE = {engine}{partition} ORDER BY (`_lsn`, `_seq`) COMMENT '{}'",
+        quote_ident(database),
+        quote_ident(&table.name),
+        on_cluster(cluster),
+        cols.join(", "),
+        escape_string(&format!("pgch history: {}", table.source)),
     )
 }
 
@@ -221,6 +272,7 @@ mod tests {
             multiset: false,
             source: "public.orders".into(),
             partition_by: None,
+            history: false,
         }
     }
 
@@ -273,6 +325,22 @@ mod tests {
             view_sql("pgch", &s, None),
             "CREATE OR REPLACE VIEW `pgch`.`public_orders_current` AS SELECT `id`, `region`, `total` \
              FROM `pgch`.`public_orders` FINAL WHERE _is_deleted = 0"
+        );
+    }
+
+    #[test]
+    fn a_history_is_ordered_by_change_with_what_each_change_did() {
+        let mut s = spec();
+        s.history = true;
+        s.partition_by = Some("toYYYYMM(_commit_time)".into());
+        assert_eq!(
+            create_table_sql("pgch", &s, None),
+            "CREATE TABLE IF NOT EXISTS `pgch`.`public_orders` (`id` Int64, `region` String, \
+             `total` Nullable(Decimal(12, 2)), `_lsn` UInt64, `_seq` UInt64, \
+             `_op` Enum8('snapshot' = 0, 'insert' = 1, 'update' = 2, 'delete' = 3), `_xid` UInt32, \
+             `_commit_time` DateTime64(6, 'UTC'), `_synced_at` DateTime64(6) DEFAULT now64(6)) \
+             ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(_commit_time) ORDER BY (`_lsn`, `_seq`) \
+             COMMENT 'pgch history: public.orders'"
         );
     }
 

@@ -146,6 +146,7 @@ pub async fn copy_partition(
     futures_util::pin_mut!(stream);
     let columns = plan.insert_columns();
     let multiset = plan.is_multiset();
+    let history = plan.is_history();
     let fields_per_row = plan.columns.len() + usize::from(multiset);
     let mut insert = RowBinaryInsert::start(
         ch,
@@ -194,6 +195,17 @@ pub async fn copy_partition(
                     source,
                 }
             })?;
+        }
+        if history {
+            out.put_u64_le(0); // _lsn: before every change
+            out.put_u64_le(seq.unwrap_or_default()); // _seq: the row's ctid
+            out.put_i8(0); // _op = 'snapshot' (`pipeline::batch::ChangeOp`)
+            out.put_u32_le(0); // _xid
+            out.put_i64_le(0); // _commit_time
+            fields.clear();
+            spare = fields.into_iter().map(|_| None).collect();
+            insert.row_done().await?;
+            continue;
         }
         out.put_u64_le(0); // _version: snapshot rows lose to every change
         out.put_u8(0); // _is_deleted

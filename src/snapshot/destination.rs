@@ -80,7 +80,10 @@ pub(super) fn check_collisions(plans: &[TablePlan], views: bool) -> Result<(), S
             )));
         }
     }
-    for p in plans.iter().filter(|p| views || p.is_multiset()) {
+    for p in plans
+        .iter()
+        .filter(|p| !p.is_history() && (views || p.is_multiset()))
+    {
         let view = ddl::current_view_name(&p.dest);
         if let Some(other) = seen.get(&view) {
             return Err(SnapshotError::NameCollision(format!(
@@ -157,7 +160,8 @@ pub async fn refresh_view(
     create_views: bool,
     plan: &TablePlan,
 ) -> Result<(), ch_client::SinkError> {
-    if crate::sink::names::is_shadow(&plan.dest) || !(plan.is_multiset() || create_views) {
+    let wanted = plan.is_multiset() || create_views;
+    if crate::sink::names::is_shadow(&plan.dest) || plan.is_history() || !wanted {
         return Ok(());
     }
     let sql = ddl::view_sql(&dest.database, &plan.spec, dest.cluster.as_deref());
@@ -246,7 +250,14 @@ async fn check_compatible(
         .keys()
         .filter(|n| !n.starts_with('_') && !plan.spec.columns.iter().any(|c| &c.name == *n))
         .collect();
-    if plan.is_multiset() && !existing.contains_key("_sign") {
+    if plan.is_history() != existing.contains_key("_op") {
+        return Err(incompatible(if plan.is_history() {
+            "is not a history table (no `_op` column): the mapping asks for one".into()
+        } else {
+            "is a history table (it has `_op`): the mapping asks for the current rows".into()
+        }));
+    }
+    if plan.is_multiset() && !plan.is_history() && !existing.contains_key("_sign") {
         return Err(incompatible(
             "is a keyless table written before pgch kept such tables as multisets (no `_sign` column), where equal rows collapse".into(),
         ));

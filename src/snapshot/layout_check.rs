@@ -85,12 +85,20 @@ fn describe(table: &PublishedTable, plan: &super::plan::TablePlan) -> String {
         .collect();
     order.sort_by_key(|c| c.order_position);
     let order: Vec<&str> = order.iter().map(|c| c.name.as_str()).collect();
-    let mut text = format!(
-        "{} -> {}: ORDER BY ({})",
-        table.display(),
-        plan.dest,
-        order.join(", ")
-    );
+    let mut text = if plan.is_history() {
+        format!(
+            "{} -> {}: history of changes, ORDER BY (_lsn, _seq)",
+            table.display(),
+            plan.dest
+        )
+    } else {
+        format!(
+            "{} -> {}: ORDER BY ({})",
+            table.display(),
+            plan.dest,
+            order.join(", ")
+        )
+    };
     if let Some(p) = &plan.spec.partition_by {
         text.push_str(&format!(", PARTITION BY {p}"));
     }

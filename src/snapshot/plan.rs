@@ -2,7 +2,7 @@
 //! codecs, and the ORDER BY key (DESIGN.md rules 2 and 10).
 
 use crate::config::TableOptions;
-use crate::sink::ddl::{ColumnSpec, TableSpec, MULTISET_COLUMNS, SYSTEM_COLUMNS};
+use crate::sink::ddl::{ColumnSpec, TableSpec, HISTORY_COLUMNS, MULTISET_COLUMNS, SYSTEM_COLUMNS};
 use crate::sink::types::overrides::TypeOverride;
 use crate::sink::types::{
     map_column, ColumnMapping, MappingError, MappingOptions, PgType, PgTypeKind,
@@ -71,6 +71,13 @@ impl TablePlan {
             .collect()
     }
 
+    /// Whether the table is an append-only history of changes (`mode = "history"`):
+    /// copied and streamed like a multiset (a held snapshot, every change a row named
+    /// by its commit and position), written with [`HISTORY_COLUMNS`].
+    pub fn is_history(&self) -> bool {
+        self.spec.history
+    }
+
     /// Whether the table is replicated as a multiset (no usable key under `REPLICA
     /// IDENTITY FULL`): every change a row of its own, `_sign` ±1 (see
     /// [`crate::pipeline::batch`]).
@@ -82,6 +89,17 @@ impl TablePlan {
     /// `_version`, `_is_deleted`, and for a multiset `_seq`, `_sign`.
     pub fn insert_columns(&self) -> Vec<String> {
         let mut columns: Vec<String> = self.columns.iter().map(|c| c.name.clone()).collect();
+        if self.is_history() {
+            // All but `_synced_at`, which ClickHouse fills.
+            let written = HISTORY_COLUMNS.len() - 1;
+            columns.extend(
+                HISTORY_COLUMNS
+                    .iter()
+                    .take(written)
+                    .map(|(n, _)| n.to_string()),
+            );
+            return columns;
+        }
         columns.extend(SYSTEM_COLUMNS.iter().take(2).map(|(n, _)| n.to_string()));
         if self.is_multiset() {
             columns.extend(MULTISET_COLUMNS.iter().map(|(n, _)| n.to_string()));
@@ -137,6 +155,8 @@ pub enum PlanError {
     },
     #[error("{0} has no published columns")]
     NoColumns(String),
+    #[error("[[tables]] mode = \"history\" for {0} needs REPLICA IDENTITY FULL, so that every UPDATE and DELETE carries the whole old row and each history row holds the values of its change: run `ALTER TABLE {0} REPLICA IDENTITY FULL`")]
+    HistoryNeedsFullIdentity(String),
     #[error("[[tables]] column_types of {table} names `{column}`, which {table} does not publish")]
     UnknownTypedColumn { table: String, column: String },
     #[error("[[tables]] exclude_columns of {table} names `{column}`, which {table} does not publish (a misspelt name would let the column through)")]
@@ -196,6 +216,11 @@ pub fn plan_table(
         return Err(PlanError::NoColumns(source.display()));
     }
     let keyless_full = source.replica_identity == ReplicaIdentity::Full && !source.has_primary_key;
+    if layout.history && source.replica_identity != ReplicaIdentity::Full {
+        return Err(PlanError::HistoryNeedsFullIdentity(source.display()));
+    }
+    // Tables whose every change is a row of its own: keyless multisets and histories.
+    let change_rows = keyless_full || layout.history;
     let published = columns;
     let columns = written_columns(source, &published, layout, keyless_full)?;
     if let Some(name) = layout
@@ -211,8 +236,9 @@ pub fn plan_table(
     let mut mappings = Vec::with_capacity(columns.len());
     let mut specs = Vec::with_capacity(columns.len());
     for c in &columns {
-        // A keyless FULL table orders by all its columns, which may be NULL (rule 10).
-        let is_key = c.is_key() && !keyless_full;
+        // A keyless FULL table orders by all its columns, which may be NULL (rule 10);
+        // a history by change.
+        let is_key = c.is_key() && !change_rows;
         let mapping = match layout.column_types.get(&c.name) {
             Some(text) => {
                 TypeOverride::parse(text).and_then(|o| o.map(&pg_type(c), c.not_null, is_key, opts))
@@ -231,23 +257,30 @@ pub fn plan_table(
         });
         mappings.push(mapping);
     }
-    let order = sort_order(source, &columns, &mappings, layout, keyless_full)?;
+    let order = if layout.history {
+        Vec::new()
+    } else {
+        sort_order(source, &columns, &mappings, layout, keyless_full)?
+    };
     for (position, &index) in order.iter().enumerate() {
         specs[index].order_position = Some(position);
     }
     let nullable_sort = order.iter().any(|&i| mappings[i].ch.has_nullable());
-    if let Some(expr) = &layout.partition_by {
-        check_partition(source, &specs, expr)?;
+    match &layout.partition_by {
+        // A replayed change is the same row: any partition key puts it in one place.
+        Some(expr) if !layout.history => check_partition(source, &specs, expr)?,
+        _ => {}
     }
     Ok(TablePlan {
         source: source.clone(),
         spec: TableSpec {
             name: dest.clone(),
             columns: specs,
-            nullable_key: keyless_full || nullable_sort,
-            multiset: keyless_full,
+            nullable_key: !layout.history && (keyless_full || nullable_sort),
+            multiset: change_rows,
             source: source.display(),
             partition_by: layout.partition_by.clone(),
+            history: layout.history,
         },
         dest,
         columns,
@@ -508,6 +541,7 @@ mod tests {
             partition_by: partition_by.map(str::to_string),
             exclude_columns: exclude.iter().map(|s| s.to_string()).collect(),
             column_types: Default::default(),
+            history: false,
         }
     }
 

@@ -288,3 +288,49 @@ fn a_tuple_of_another_shape_is_refused() {
         }
     );
 }
+
+#[test]
+fn a_history_keeps_one_row_per_change_with_its_transaction() {
+    let now = Instant::now();
+    let mut b = TableBatch::history(2);
+    let tx = TxStamp {
+        xid: 700,
+        commit_time: 1_700_000_000_000_000,
+    };
+    b.set_transaction(tx);
+    b.insert(Lsn::new(10), t(&[Some("1"), Some("a")]), now)
+        .unwrap();
+    b.update(
+        Lsn::new(11),
+        Some(OldTuple::Full(t(&[Some("1"), Some("a")]))),
+        t(&[Some("1"), Some("<u>")]),
+        now,
+    )
+    .unwrap();
+    b.delete(
+        Lsn::new(11),
+        OldTuple::Full(t(&[Some("1"), Some("a")])),
+        now,
+    )
+    .unwrap();
+    let rows: Vec<(u64, u64, ChangeOp, Vec<Cell>)> = b
+        .rows()
+        .iter()
+        .map(|r| (r.version.as_u64(), r.seq, r.op, r.cells.clone()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (10, 0, ChangeOp::Insert, vec![text("1"), text("a")]),
+            // The unchanged TOAST value comes from the old row.
+            (11, 0, ChangeOp::Update, vec![text("1"), text("a")]),
+            (11, 1, ChangeOp::Delete, vec![text("1"), text("a")]),
+        ]
+    );
+    assert!(b.rows().iter().all(|r| r.tx == tx && !r.deleted));
+    // A history needs the whole old row, as a multiset does.
+    let err = b
+        .delete(Lsn::new(12), OldTuple::Key(t(&[Some("1"), None])), now)
+        .unwrap_err();
+    assert_eq!(err, ImageError::NoOldRow);
+}
