@@ -285,3 +285,73 @@ fn standby_decoding_is_opt_in_and_the_primary_url_needs_it() {
         "{err}"
     );
 }
+
+#[test]
+fn table_mappings_are_read_from_the_file_and_judged_and_views_switch_off_from_the_environment() {
+    let dir = std::env::temp_dir().join(format!("pgch-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mapping.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[tables]]
+source = "public.orders"
+order_by = ["region"]
+partition_by = " toYYYYMM(placed) "
+exclude_columns = ["token"]
+column_types = { total = "Decimal(12, 2)" }
+
+[[tables]]
+source = "public.ledger"
+mode = "history"
+"#,
+    )
+    .unwrap();
+    let mut e = minimal_env();
+    e.push(("PGCH__DESTINATION__CREATE_VIEWS".into(), "false".into()));
+    let s = Config::load_with_env(Some(&path), e)
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert!(!s.destination.create_views);
+    let orders = &s.destination.table_options["public.orders"];
+    assert_eq!(orders.partition_by.as_deref(), Some("toYYYYMM(placed)"));
+    assert_eq!(
+        orders.fingerprint(),
+        "order_by=[region]; partition_by=toYYYYMM(placed); exclude_columns=[token]; column_types={total: Decimal(12,2)}"
+    );
+    assert_eq!(
+        s.destination.table_options["public.ledger"].fingerprint(),
+        "mode=history"
+    );
+    assert!(
+        Config::load_with_env(None, minimal_env())
+            .unwrap()
+            .validate()
+            .unwrap()
+            .destination
+            .create_views
+    );
+
+    for (bad, key) in [
+        ("order_by = [\"a\", \"a\"]", "tables.order_by"),
+        ("partition_by = \"  \"", "tables.partition_by"),
+        (
+            "order_by = [\"a\"]\nexclude_columns = [\"a\"]",
+            "tables.exclude_columns",
+        ),
+        (
+            "exclude_columns = [\"a\"]\ncolumn_types = { a = \"String\" }",
+            "tables.column_types",
+        ),
+        ("mode = \"history\"\norder_by = [\"a\"]", "tables.order_by"),
+    ] {
+        std::fs::write(&path, format!("[[tables]]\nsource = \"public.t\"\n{bad}\n")).unwrap();
+        let err = Config::load_with_env(Some(&path), minimal_env())
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains(key), "{bad}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
