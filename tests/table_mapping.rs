@@ -32,6 +32,41 @@ fn with_config(env: &[(String, String)], toml: &str) -> (Vec<(String, String)>, 
     (env, path)
 }
 
+/// Four runs of pgch, each while `work` writes: killed at a random moment, except run
+/// `at_failpoint`, which dies between an insert and its acknowledgement.
+async fn crash_rounds(
+    env: &[(String, String)],
+    log: &std::path::Path,
+    rng: &mut Rng,
+    at_failpoint: usize,
+    mut work: impl FnMut(),
+) {
+    let spec = format!("{}:1", pgch::failpoint::AFTER_INSERT_BEFORE_ACK);
+    for round in 0..4 {
+        let extra: Vec<(&str, &str)> = if round == at_failpoint {
+            vec![("PGCH_FAILPOINT", spec.as_str())]
+        } else {
+            vec![]
+        };
+        let pgch = PgchProcess::run(env, &extra, log.to_path_buf());
+        work();
+        if round == at_failpoint {
+            let status = tokio::task::spawn_blocking(move || pgch.wait(LIMIT))
+                .await
+                .unwrap();
+            assert_eq!(
+                status.and_then(|s| s.signal()),
+                Some(libc::SIGKILL),
+                "pgch did not die at the failpoint\n{}",
+                log_text(log)
+            );
+        } else {
+            tokio::time::sleep(Duration::from_millis(rng.range(200, 2500))).await;
+            pgch.kill9();
+        }
+    }
+}
+
 /// `partition_key` and `sorting_key` of a ClickHouse table, as system.tables shows them
 /// (a one-column sort key without the parentheses some versions print).
 async fn keys_of(db: &str, table: &str) -> String {
@@ -109,31 +144,10 @@ order_by = ["b"]
     let mut workload = Workload::new(seed);
     let mut rng = Rng::new(seed ^ 0x51);
 
-    // Kills at random moments, and one between an insert and its acknowledgement.
-    for round in 0..4 {
-        let spec = format!("{}:1", pgch::failpoint::AFTER_INSERT_BEFORE_ACK);
-        let extra: Vec<(&str, &str)> = if round == 2 {
-            vec![("PGCH_FAILPOINT", spec.as_str())]
-        } else {
-            vec![]
-        };
-        let pgch = PgchProcess::run(&env, &extra, log.clone());
-        run_transactions(pg, &src.database, &mut workload, scaled(30) as usize);
-        if round == 2 {
-            let status = tokio::task::spawn_blocking(move || pgch.wait(LIMIT))
-                .await
-                .unwrap();
-            assert_eq!(
-                status.and_then(|s| s.signal()),
-                Some(libc::SIGKILL),
-                "pgch did not die at the failpoint\n{}",
-                log_text(&log)
-            );
-        } else {
-            tokio::time::sleep(Duration::from_millis(rng.range(200, 2500))).await;
-            pgch.kill9();
-        }
-    }
+    crash_rounds(&env, &log, &mut rng, 2, || {
+        run_transactions(pg, &src.database, &mut workload, scaled(30) as usize)
+    })
+    .await;
     let pgch = PgchProcess::run(&env, &[], log.clone());
     run_transactions(pg, &src.database, &mut workload, scaled(30) as usize);
     wait_equal_within(pg, &src.database, &db, Duration::from_secs(240), &log).await;
@@ -673,32 +687,12 @@ partition_by = "toYYYYMM(_commit_time)"
     )
     .await;
     first.stop();
-    for round in 0..4 {
-        let spec = format!("{}:1", pgch::failpoint::AFTER_INSERT_BEFORE_ACK);
-        let extra: Vec<(&str, &str)> = if round == 1 {
-            vec![("PGCH_FAILPOINT", spec.as_str())]
-        } else {
-            vec![]
-        };
-        let pgch = PgchProcess::run(&env, &extra, log.clone());
+    crash_rounds(&env, &log, &mut Rng::new(0x99), 1, || {
         for _ in 0..scaled(25) {
             pg.sql(&src.database, &changes(&mut rng)).unwrap();
         }
-        if round == 1 {
-            let status = tokio::task::spawn_blocking(move || pgch.wait(LIMIT))
-                .await
-                .unwrap();
-            assert_eq!(
-                status.and_then(|s| s.signal()),
-                Some(libc::SIGKILL),
-                "pgch did not die at the failpoint\n{}",
-                log_text(&log)
-            );
-        } else {
-            tokio::time::sleep(Duration::from_millis(rng.range(200, 2000))).await;
-            pgch.kill9();
-        }
-    }
+    })
+    .await;
     let pgch = PgchProcess::run(&env, &[], log.clone());
     // A TRUNCATE keeps the history; what follows is recorded after it.
     pg.sql(

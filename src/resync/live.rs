@@ -152,6 +152,7 @@ pub async fn clean_up(
         keys::snapshot_complete(&shadow_name),
         keys::table_owned(&shadow_name),
         keys::partition_tree(&shadow_name),
+        keys::mapping(&shadow_name),
         key(source),
     ]);
     state.forget(&done).await?;

@@ -106,15 +106,8 @@ pub fn create_table_sql(database: &str, table: &TableSpec, cluster: Option<&str>
     } else {
         format!("({})", order.join(", "))
     };
-    let engine = match cluster {
-        None => "ReplacingMergeTree(_version, _is_deleted)".to_string(),
-        Some(_) => "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', _version, _is_deleted)".to_string(),
-    };
-    let partition = table
-        .partition_by
-        .as_deref()
-        .map(|p| format!(" PARTITION BY {p}"))
-        .unwrap_or_default();
+    let engine = replacing_engine(cluster, "_version, _is_deleted");
+    let partition = partition_clause(table);
     let settings = if table.nullable_key {
         " SETTINGS allow_nullable_key = 1"
     } else {
@@ -130,6 +123,25 @@ pub fn create_table_sql(database: &str, table: &TableSpec, cluster: Option<&str>
     )
 }
 
+/// `ReplacingMergeTree(args)`, replicated on a cluster; no parentheses without args.
+fn replacing_engine(cluster: Option<&str>, args: &str) -> String {
+    match (cluster, args) {
+        (None, "") => "ReplacingMergeTree".to_string(),
+        (None, _) => format!("ReplacingMergeTree({args})"),
+        (Some(_), "") => "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')".to_string(),
+        (Some(_), _) => format!("ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/{{database}}/{{table}}', '{{replica}}', {args})"),
+    }
+}
+
+/// ` PARTITION BY <expr>` when the table has one.
+fn partition_clause(table: &TableSpec) -> String {
+    table
+        .partition_by
+        .as_deref()
+        .map(|p| format!(" PARTITION BY {p}"))
+        .unwrap_or_default()
+}
+
 /// A history table: every change once, ordered by change. `ReplacingMergeTree` without
 /// a version only so that a change written again after a crash (same `_lsn`, `_seq`)
 /// replaces itself; nothing else ever shares a sort key.
@@ -141,15 +153,8 @@ fn create_history_sql(database: &str, table: &TableSpec, cluster: Option<&str>) 
         .chain(HISTORY_COLUMNS.iter().copied())
         .map(|(n, t)| format!("{} {t}", quote_ident(n)))
         .collect();
-    let engine = match cluster {
-        None => "ReplacingMergeTree".to_string(),
-        Some(_) => "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')".to_string(),
-    };
-    let partition = table
-        .partition_by
-        .as_deref()
-        .map(|p| format!(" PARTITION BY {p}"))
-        .unwrap_or_default();
+    let engine = replacing_engine(cluster, "");
+    let partition = partition_clause(table);
     format!(
         "CREATE TABLE IF NOT EXISTS {}.{}{} ({}) ENGINE = {engine}{partition} ORDER BY (`_lsn`, `_seq`) COMMENT '{}'",
         quote_ident(database),
@@ -178,12 +183,7 @@ pub fn view_sql(database: &str, table: &TableSpec, cluster: Option<&str>) -> Str
 /// `CREATE OR REPLACE VIEW <table>_current`: a keyed table as Postgres holds it — the
 /// latest version of each row (`FINAL`), deleted rows left out, system columns hidden.
 pub fn keyed_view_sql(database: &str, table: &TableSpec, cluster: Option<&str>) -> String {
-    let cols = table
-        .columns
-        .iter()
-        .map(|c| quote_ident(&c.name))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let cols = source_columns(table);
     format!(
         "CREATE OR REPLACE VIEW {db}.{}{} AS SELECT {cols} FROM {db}.{} FINAL WHERE _is_deleted = 0",
         quote_ident(&current_view_name(&table.name)),
@@ -197,12 +197,7 @@ pub fn keyed_view_sql(database: &str, table: &TableSpec, cluster: Option<&str>) 
 /// repeated as many times as Postgres holds it (the sum of its `_sign`s under `FINAL`,
 /// which drops replayed changes), system columns hidden.
 pub fn current_view_sql(database: &str, table: &TableSpec, cluster: Option<&str>) -> String {
-    let cols = table
-        .columns
-        .iter()
-        .map(|c| quote_ident(&c.name))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let cols = source_columns(table);
     format!(
         "CREATE OR REPLACE VIEW {db}.{}{} AS SELECT {cols} FROM (SELECT {cols}, sum(_sign) AS _copies FROM {db}.{} FINAL GROUP BY {cols}) ARRAY JOIN range(toUInt64(greatest(_copies, 0))) AS _copy",
         quote_ident(&current_view_name(&table.name)),
@@ -210,6 +205,16 @@ pub fn current_view_sql(database: &str, table: &TableSpec, cluster: Option<&str>
         quote_ident(&table.name),
         db = quote_ident(database),
     )
+}
+
+/// The source's columns, quoted, as a view selects them (system columns hidden).
+fn source_columns(table: &TableSpec) -> String {
+    table
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `DROP TABLE IF EXISTS … SYNC`: `SYNC` so the table's data (and, on a cluster, its
