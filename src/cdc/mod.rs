@@ -153,7 +153,9 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
                 .map(String::as_str)
                 == Some(resync::live::EXCHANGED)
             {
-                // Exchanged before pgch stopped: only the old rows are left to drop.
+                // Exchanged before pgch stopped: the new table's layout and view, then
+                // only the old rows are left to drop.
+                resync::live::settle(&ch, dest, &state, plan).await?;
                 resync::live::clean_up(&ch, dest, &state, &source, &plan.dest).await?;
                 continue;
             }

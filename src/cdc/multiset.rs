@@ -80,13 +80,18 @@ pub(super) async fn prepare(
             }
             continue;
         }
-        // An unfinished copy (or stream rows of an earlier session) may be in it.
+        // An unfinished copy (or stream rows of an earlier session) may be in it. A
+        // history keeps its change rows (acknowledged already, never sent again) and
+        // loses only the unfinished copy's.
         wait_for_inserts(&ch, dest, table).await;
-        let sql = format!(
-            "TRUNCATE TABLE {}.{}",
-            quote_ident(&dest.database),
-            quote_ident(table)
-        );
+        let target = format!("{}.{}", quote_ident(&dest.database), quote_ident(table));
+        let sql = if plan.is_history() {
+            format!(
+                "ALTER TABLE {target} DELETE WHERE _op = 'snapshot' SETTINGS mutations_sync = 2"
+            )
+        } else {
+            format!("TRUNCATE TABLE {target}")
+        };
         ch_client::execute(&ch, dest, &sql).await?;
         let held = HeldSnapshot::take(&settings.source.endpoint, min_xmin).await?;
         state

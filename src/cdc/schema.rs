@@ -218,23 +218,39 @@ async fn replayed_shape(
     }))
 }
 
-/// The table's layout for its new columns: a left-out column that was renamed stays
-/// left out under its new name (never written because it changed its name), one that
-/// was dropped needs no leaving out.
+/// The table's layout for its new columns. A left-out column stays out whatever
+/// happens to it: renamed, under its new name (found by attnum); dropped, under its old
+/// name (one added again with it stays out); and a new column taking a left-out name is
+/// left out too. A type override follows its column's renames and goes with it.
 fn still_published(old: &TablePlan, columns: &[CatalogColumn]) -> crate::config::TableOptions {
+    let renamed = |name: &String| -> Option<String> {
+        let attnum = old.published.iter().find(|c| &c.name == name)?.attnum;
+        columns
+            .iter()
+            .find(|c| c.attnum == attnum)
+            .map(|c| c.name.clone())
+    };
     let mut options = old.options.clone();
-    options.exclude_columns = options
-        .exclude_columns
-        .iter()
-        .filter_map(|name| {
-            if columns.iter().any(|c| &c.name == name) {
-                return Some(name.clone());
+    let mut excluded: Vec<String> = Vec::new();
+    for name in &old.options.exclude_columns {
+        for kept in [Some(name.clone()), renamed(name)].into_iter().flatten() {
+            if !excluded.contains(&kept) {
+                excluded.push(kept);
             }
-            let attnum = old.published.iter().find(|c| &c.name == name)?.attnum;
-            columns
-                .iter()
-                .find(|c| c.attnum == attnum)
-                .map(|c| c.name.clone())
+        }
+    }
+    options.exclude_columns = excluded;
+    options.column_types = old
+        .options
+        .column_types
+        .iter()
+        .filter_map(|(name, ty)| {
+            let now = if columns.iter().any(|c| &c.name == name) {
+                name.clone()
+            } else {
+                renamed(name)?
+            };
+            Some((now, ty.clone()))
         })
         .collect();
     options

@@ -203,9 +203,10 @@ impl Tracker {
                     resync::live::exchange(&ch, dest, &state, &live.source, &live.dest).await?;
                     live.exchanged = true;
                     applier.set_dest(oid, &live.dest);
-                    if let Some(plan) = applier.plans().into_iter().find(|p| p.source.oid == oid) {
-                        resync::live::settle(&ch, dest, &state, &plan).await?;
-                    }
+                }
+                // Safe to repeat, so a failure after the exchange is retried here.
+                if let Some(plan) = applier.plans().into_iter().find(|p| p.source.oid == oid) {
+                    resync::live::settle(&ch, dest, &state, &plan).await?;
                 }
                 resync::live::clean_up(&ch, dest, &state, &live.source, &live.dest).await
             };

@@ -250,7 +250,8 @@ async fn check_compatible(
         .keys()
         .filter(|n| !n.starts_with('_') && !plan.spec.columns.iter().any(|c| &c.name == *n))
         .collect();
-    if plan.is_history() != existing.contains_key("_op") {
+    let made_as_history = existing.contains_key("_op") && !existing.contains_key("_is_deleted");
+    if plan.is_history() != made_as_history {
         return Err(incompatible(if plan.is_history() {
             "is not a history table (no `_op` column): the mapping asks for one".into()
         } else {

@@ -282,5 +282,6 @@ pub async fn plan_one(
         .get(&table.display())
         .cloned()
         .unwrap_or_default();
+    plan::check_layout_names(table, &cols, &layout)?;
     Ok(plan_table(table, dest, cols, &opts.mapping, &layout)?)
 }

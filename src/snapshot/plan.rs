@@ -157,6 +157,8 @@ pub enum PlanError {
     NoColumns(String),
     #[error("[[tables]] mode = \"history\" for {0} needs REPLICA IDENTITY FULL, so that every UPDATE and DELETE carries the whole old row and each history row holds the values of its change: run `ALTER TABLE {0} REPLICA IDENTITY FULL`")]
     HistoryNeedsFullIdentity(String),
+    #[error("[[tables]] mode = \"history\" for {0}: a partitioned table cannot be a history yet (its copied rows would be named by ctids, which repeat across partitions); publish its partitions as tables of their own, or use mode = \"current\"")]
+    HistoryPartitioned(String),
     #[error("[[tables]] column_types of {table} names `{column}`, which {table} does not publish")]
     UnknownTypedColumn { table: String, column: String },
     #[error("[[tables]] exclude_columns of {table} names `{column}`, which {table} does not publish (a misspelt name would let the column through)")]
@@ -173,6 +175,8 @@ pub enum PlanError {
     },
     #[error("[[tables]] order_by of {table}: `{column}` is not in its replica identity key, so a DELETE (or an UPDATE moving the row) does not carry its old value and the delete marker could never meet its row; run `ALTER TABLE {table} REPLICA IDENTITY FULL` (then every change carries the whole old row), or leave `{column}` out of order_by")]
     SortNeedsFullIdentity { table: String, column: String },
+    #[error("[[tables]] partition_by of {table} uses `{what}`, whose value differs when a change is written again after a crash: the replay would land in another partition and never replace the first write; partition by the table's columns")]
+    PartitionNotRepeatable { table: String, what: String },
     #[error("[[tables]] partition_by of {table} uses `{column}`, which is not a sort column: ReplacingMergeTree collapses a row's versions only within one partition and a delete marker carries only the sort columns; partition by order_by or key columns")]
     PartitionOutsideSort { table: String, column: String },
 }
@@ -221,18 +225,12 @@ pub fn plan_table(
     }
     // Tables whose every change is a row of its own: keyless multisets and histories.
     let change_rows = keyless_full || layout.history;
+    if layout.history && source.relkind == "p" {
+        // Copied rows are named by ctid, which is unique only within one leaf.
+        return Err(PlanError::HistoryPartitioned(source.display()));
+    }
     let published = columns;
     let columns = written_columns(source, &published, layout, keyless_full)?;
-    if let Some(name) = layout
-        .column_types
-        .keys()
-        .find(|name| !columns.iter().any(|c| &&c.name == name))
-    {
-        return Err(PlanError::UnknownTypedColumn {
-            table: source.display(),
-            column: name.clone(),
-        });
-    }
     let mut mappings = Vec::with_capacity(columns.len());
     let mut specs = Vec::with_capacity(columns.len());
     for c in &columns {
@@ -266,10 +264,13 @@ pub fn plan_table(
         specs[index].order_position = Some(position);
     }
     let nullable_sort = order.iter().any(|&i| mappings[i].ch.has_nullable());
-    match &layout.partition_by {
-        // A replayed change is the same row: any partition key puts it in one place.
-        Some(expr) if !layout.history => check_partition(source, &specs, expr)?,
-        _ => {}
+    if let Some(expr) = &layout.partition_by {
+        check_deterministic(source, expr)?;
+        // A history row never meets another version: only a replay of itself, which
+        // holds the same values.
+        if !layout.history {
+            check_partition(source, &specs, expr)?;
+        }
     }
     Ok(TablePlan {
         source: source.clone(),
@@ -290,20 +291,44 @@ pub fn plan_table(
     })
 }
 
-/// The published columns less `exclude_columns`: each named one must be published and
-/// must not be a key column.
+/// The names a `[[tables]]` entry gives must be published columns: a misspelt
+/// `exclude_columns` entry would let the column through. Checked when a table is
+/// planned at start and by `pgch check`; the stream follows renames and drops itself.
+pub fn check_layout_names(
+    source: &PublishedTable,
+    published: &[CatalogColumn],
+    layout: &TableOptions,
+) -> Result<(), PlanError> {
+    let unknown = |name: &&String| !published.iter().any(|c| &c.name == *name);
+    if let Some(name) = layout.exclude_columns.iter().find(unknown) {
+        return Err(PlanError::UnknownExcludedColumn {
+            table: source.display(),
+            column: name.clone(),
+        });
+    }
+    if let Some(name) = layout.column_types.keys().find(unknown) {
+        return Err(PlanError::UnknownTypedColumn {
+            table: source.display(),
+            column: name.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The published columns less `exclude_columns`; a left-out column must not be a key
+/// column.
 fn written_columns(
     source: &PublishedTable,
     published: &[CatalogColumn],
     layout: &TableOptions,
     keyless_full: bool,
 ) -> Result<Vec<CatalogColumn>, PlanError> {
+    // Names not published are checked at start ([`check_layout_names`]); while
+    // streaming they are left-out columns Postgres dropped, kept so one added again
+    // under that name stays out.
     for name in &layout.exclude_columns {
         let Some(c) = published.iter().find(|c| &c.name == name) else {
-            return Err(PlanError::UnknownExcludedColumn {
-                table: source.display(),
-                column: name.clone(),
-            });
+            continue;
         };
         if c.is_key() && !keyless_full {
             return Err(PlanError::ExcludedKeyColumn {
@@ -377,6 +402,37 @@ fn sort_order(
             .filter(|i| !layout.order_by.contains(&columns[*i].name)),
     );
     Ok(order)
+}
+
+/// What a partition key must not read: a value that differs when a change is written
+/// again after a crash would put the replay in another partition, where it never
+/// replaces the first write.
+const NOT_REPEATABLE: &[&str] = &[
+    "_synced_at",
+    "now",
+    "now64",
+    "nowInBlock",
+    "today",
+    "yesterday",
+    "rand",
+    "rand32",
+    "rand64",
+    "randConstant",
+    "generateUUIDv4",
+    "generateUUIDv7",
+];
+
+fn check_deterministic(source: &PublishedTable, expr: &str) -> Result<(), PlanError> {
+    match identifiers(expr)
+        .into_iter()
+        .find(|name| NOT_REPEATABLE.contains(&name.as_str()))
+    {
+        Some(name) => Err(PlanError::PartitionNotRepeatable {
+            table: source.display(),
+            what: name,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// A partition key may use only sort columns: ReplacingMergeTree merges a row's
@@ -546,6 +602,7 @@ mod tests {
     }
 
     fn plan(source: &PublishedTable, layout: &TableOptions) -> Result<TablePlan, PlanError> {
+        check_layout_names(source, &orders(), layout)?;
         plan_table(source, "public_t".into(), orders(), &time64(), layout)
     }
 
@@ -599,16 +656,18 @@ mod tests {
     fn a_partition_key_may_read_only_sort_columns() {
         let mut full = table();
         full.replica_identity = ReplicaIdentity::Full;
-        for bad in [
-            "note",
-            "lower(`secret`)",
-            "toYYYYMM(_synced_at)",
-            "\"secret\"",
-        ] {
+        for bad in ["note", "lower(`secret`)", "_version % 2", "\"secret\""] {
             let err = plan(&full, &layout(&["region"], Some(bad), &[])).unwrap_err();
             assert!(
                 matches!(err, PlanError::PartitionOutsideSort { .. }),
                 "{bad}: {err}"
+            );
+        }
+        for unrepeatable in ["toYYYYMM(_synced_at)", "toYYYYMM(now())", "rand() % 4"] {
+            let err = plan(&full, &layout(&["region"], Some(unrepeatable), &[])).unwrap_err();
+            assert!(
+                matches!(err, PlanError::PartitionNotRepeatable { .. }),
+                "{unrepeatable}: {err}"
             );
         }
         // Functions, literals (even ones naming a column) and sort columns are fine.
