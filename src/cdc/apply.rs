@@ -64,8 +64,6 @@ pub struct Applier {
     mapping: MappingOptions,
     /// The transaction being received, as history rows record it.
     tx: TxStamp,
-    /// `destination.create_views`: a reshaped keyed table's view is made again.
-    create_views: bool,
     /// Source tables (oids) a streamed TRUNCATE emptied since the membership poll.
     truncated: Vec<u32>,
     control: Arc<CopyControl>,
@@ -121,7 +119,6 @@ impl Applier {
         Applier {
             server_version: 0,
             mapping: MappingOptions::default(),
-            create_views: true,
             tx: TxStamp::default(),
             truncated: Vec::new(),
             lanes,
@@ -154,11 +151,6 @@ impl Applier {
     /// Sets the type map the tables were planned with (the destination's capabilities).
     pub fn set_mapping(&mut self, mapping: MappingOptions) {
         self.mapping = mapping;
-    }
-
-    /// Whether keyed tables have `<table>_current` views to keep in step.
-    pub fn set_create_views(&mut self, on: bool) {
-        self.create_views = on;
     }
 
     /// Sets the source's `server_version_num` (catalog queries depend on it).
@@ -314,7 +306,7 @@ impl Applier {
         let plan = change.plan;
         if !change.statements.is_empty() {
             // The view lists the columns: it follows an added or renamed one.
-            crate::snapshot::destination::refresh_view(ch, dest, self.create_views, &plan).await?;
+            crate::snapshot::destination::refresh_view(ch, dest, &plan).await?;
         }
         if !change.replayed {
             self.lanes[lane].live = plan.published.iter().map(|c| c.name.clone()).collect();

@@ -246,7 +246,6 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
     );
     applier.set_server_version(prepared.server_version);
     applier.set_mapping(opts.mapping.clone());
-    applier.set_create_views(settings.destination.create_views);
     for (oid, lsn) in copied_through {
         applier.set_copied_through(oid, lsn);
     }

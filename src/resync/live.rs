@@ -129,7 +129,7 @@ pub async fn settle(
     state
         .put(&keys::mapping(&plan.dest), &plan.options.fingerprint())
         .await?;
-    crate::snapshot::destination::refresh_view(ch, settings, settings.create_views, plan).await
+    crate::snapshot::destination::refresh_view(ch, settings, plan).await
 }
 
 /// After the exchange: drops the old rows (now in the shadow) and forgets the resync.

@@ -51,7 +51,7 @@ pub async fn prepare_joined(
 ) -> Result<Prepared, SnapshotError> {
     let mut all: Vec<TablePlan> = existing.iter().map(|p| p.as_ref().clone()).collect();
     all.extend(plans.iter().cloned());
-    check_collisions(&all, create_views(settings))?;
+    check_collisions(&all, settings.destination.create_views)?;
     let dest = &settings.destination;
     let ch = ch_client::client(dest, false);
     let state = StateStore::open(dest, &settings.source.slot).await?;
@@ -143,12 +143,7 @@ async fn ensure_table(
         &ddl::create_table_sql(&dest.database, &plan.spec, dest.cluster.as_deref()),
     )
     .await?;
-    Ok(refresh_view(ch, dest, create_views(settings), plan).await?)
-}
-
-/// Whether keyed tables get their `<table>_current` view.
-pub fn create_views(settings: &Settings) -> bool {
-    settings.destination.create_views
+    Ok(refresh_view(ch, dest, plan).await?)
 }
 
 /// Makes (or remakes, after its columns changed) the table's `<table>_current` view: a
@@ -157,10 +152,9 @@ pub fn create_views(settings: &Settings) -> bool {
 pub async fn refresh_view(
     ch: &clickhouse::Client,
     dest: &crate::config::DestinationSettings,
-    create_views: bool,
     plan: &TablePlan,
 ) -> Result<(), ch_client::SinkError> {
-    let wanted = plan.is_multiset() || create_views;
+    let wanted = plan.is_multiset() || dest.create_views;
     if crate::sink::names::is_shadow(&plan.dest) || plan.is_history() || !wanted {
         return Ok(());
     }
