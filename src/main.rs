@@ -23,7 +23,18 @@ fn main() {
             std::process::exit(EXIT_FAILURE);
         }
     };
-    let code = runtime.block_on(pgch::cli::execute(cli));
+    // The command runs as a task on the workers, not on the thread that waits for it:
+    // the stream reader then wakes the apply loop on its own worker (tokio's next-task
+    // slot) instead of unparking a thread of its own through a futex per handover.
+    let code = runtime.block_on(async {
+        match tokio::spawn(pgch::cli::execute(cli)).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("pgch: {e}");
+                EXIT_FAILURE
+            }
+        }
+    });
     std::process::exit(code);
 }
 

@@ -364,7 +364,8 @@ fn drain_pgch(b: &Bench, round: usize, t: &Target<'_>) -> BenchResult<Drain> {
         &b.log_path(&format!("r{round}_pgch")),
     )?;
     let profiler = match std::env::var("PGCH_BENCH_PERF").as_deref() {
-        Ok("1") => Some(attach_perf(b, round, p.pid())?),
+        Ok("1") => Some(attach_perf(b, round, p.pid(), true)?),
+        Ok("flat") => Some(attach_perf(b, round, p.pid(), false)?),
         _ => None,
     };
     let mut startup = None;
@@ -425,13 +426,17 @@ fn drain_pgch(b: &Bench, round: usize, t: &Target<'_>) -> BenchResult<Drain> {
 }
 
 /// `perf record` attached to pgch (`PGCH_BENCH_PERF=1`): call graphs from DWARF, into
-/// `r<round>_pgch.perf.data` next to the logs. Its own CPU disturbs the figures.
-fn attach_perf(b: &Bench, round: usize, pid: i32) -> BenchResult<Running> {
+/// `r<round>_pgch.perf.data` next to the logs. Its own CPU disturbs the figures;
+/// `PGCH_BENCH_PERF=flat` samples more often without call graphs, and disturbs less.
+fn attach_perf(b: &Bench, round: usize, pid: i32, graphs: bool) -> BenchResult<Running> {
     let data = b.logs.join(format!("r{round}_pgch.perf.data"));
     let mut cmd = Command::new("perf");
-    cmd.args(["record", "-F", "999", "--call-graph", "dwarf,16384", "-o"])
-        .arg(&data)
-        .args(["-p", &pid.to_string()]);
+    match graphs {
+        true => cmd.args(["record", "-F", "999", "--call-graph", "dwarf,16384", "-o"]),
+        false => cmd.args(["record", "-F", "4999", "-o"]),
+    }
+    .arg(&data)
+    .args(["-p", &pid.to_string()]);
     println!("     perf record -> {}", data.display());
     Running::spawn("perf", cmd, &b.log_path(&format!("r{round}_perf")))
 }

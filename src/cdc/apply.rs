@@ -548,6 +548,11 @@ impl Applier {
             commit_time: self.pending_commit_time.take(),
             first_commit_time: self.pending_first_commit_time.take(),
         };
+        tracing::debug!(
+            inserts = sealed.inserts.len(),
+            commits = sealed.tickets.len(),
+            "flush sealed"
+        );
         if sealed.inserts.is_empty() {
             self.finish(sealed);
         } else {

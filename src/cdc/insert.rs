@@ -114,7 +114,14 @@ pub fn spawn(
 ) -> InFlight {
     let bytes = sealed.bytes();
     let handle = tokio::spawn(async move {
+        let started = Instant::now();
         run_all(&ch, &dest, &sealed.inserts, concurrency).await?;
+        tracing::debug!(
+            inserts = sealed.inserts.len(),
+            rows = sealed.inserts.iter().map(|e| e.rows).sum::<u64>(),
+            ms = started.elapsed().as_millis() as u64,
+            "flush written"
+        );
         Ok(sealed)
     });
     InFlight { handle, bytes }
