@@ -254,3 +254,36 @@ async fn require_against_a_server_without_tls_says_so() {
     let err = connect::connect(&ep).await.err().unwrap().message;
     assert!(err.contains("TLS") || err.contains("SSL"), "{err}");
 }
+
+/// pgch beside the database connects through the server's Unix socket, as
+/// `postgres://user@/db?host=/dir` asks: both kinds of session, no TLS there (sslmode is
+/// ignored on a socket, as libpq does), and a directory without the socket says what to
+/// look at.
+#[tokio::test]
+async fn a_unix_socket_directory_serves_both_sessions() {
+    let pg = PgCluster::shared();
+    let dir = pg.socket_dir().display().to_string();
+    for mode in [SslMode::Disable, SslMode::Prefer, SslMode::Require] {
+        let ep = endpoint(pg, &dir, "postgres", "", mode, None);
+        assert!(
+            !both_sessions_work(&ep).await,
+            "no TLS over a Unix socket ({mode:?})"
+        );
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let ep = endpoint(
+        pg,
+        &empty.path().display().to_string(),
+        "postgres",
+        "",
+        SslMode::Prefer,
+        None,
+    );
+    let socket = format!("{}/.s.PGSQL.{}", empty.path().display(), pg.port);
+    let err = connect::connect(&ep).await.err().unwrap().to_string();
+    assert!(err.contains(&socket), "{err}");
+    assert!(err.contains("unix_socket_directories"), "{err}");
+    let err = Walsender::connect(&ep).await.err().unwrap().to_string();
+    assert!(err.contains(&socket), "{err}");
+    assert!(err.contains("unix_socket_directories"), "{err}");
+}

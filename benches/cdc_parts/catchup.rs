@@ -17,8 +17,10 @@ const RUNS: usize = 3;
 /// Single-row UPDATEs in the backlog (scaled): issue 13's workload.
 const UPDATES: u64 = 500_000;
 const PER_TRANSACTION: u64 = 1_000;
-/// How often ClickHouse is asked for the marker row.
+/// How often ClickHouse is asked for the marker row (and the walsender's progress).
 const POLL_EVERY: Duration = Duration::from_millis(20);
+/// Before the walsender has sent the marker, ClickHouse is asked every this many polls.
+const SLOW_POLL_EVERY: u32 = 25;
 /// First start: create the slot, copy the table.
 const PRIME_TIMEOUT: Duration = Duration::from_secs(600);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(900);
@@ -29,15 +31,30 @@ pub const COPY_DONE: &str = "initial copy complete";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tool {
     PgRecvlogical,
+    /// pgch over TCP (loopback), as most deployments reach Postgres.
     Pgch,
+    /// pgch over the Unix socket, the transport pg_recvlogical uses here.
+    PgchSocket,
 }
 
 impl Tool {
+    const ALL: [Tool; 3] = [Tool::PgRecvlogical, Tool::Pgch, Tool::PgchSocket];
+
     fn name(self) -> &'static str {
         match self {
             Tool::PgRecvlogical => "pg_recvlogical",
             Tool::Pgch => "pgch",
+            Tool::PgchSocket => "pgch (socket)",
         }
+    }
+
+    /// The slot and ClickHouse database a pgch drain of `round` uses.
+    fn pgch_target(self, round: usize) -> (String, String) {
+        let tag = if self == Tool::PgchSocket { "s" } else { "" };
+        (
+            format!("pgch{tag}_r{round}"),
+            format!("bench_cdc{tag}_r{round}"),
+        )
     }
 }
 
@@ -76,15 +93,23 @@ impl Drain {
 
 /// The medians the summary reports.
 pub struct Summary {
+    /// pgch over TCP: the headline figure.
     pub pgch_rate: f64,
+    /// pgch over the Unix socket, like pg_recvlogical.
+    pub socket_rate: f64,
     pub recv_rate: f64,
     pub cpu_per_million: f64,
+    pub socket_cpu_per_million: f64,
     pub peak_rss_mib: f64,
 }
 
 impl Summary {
     pub fn ratio(&self) -> f64 {
         self.pgch_rate / self.recv_rate
+    }
+
+    pub fn socket_ratio(&self) -> f64 {
+        self.socket_rate / self.recv_rate
     }
 }
 
@@ -113,18 +138,29 @@ pub fn run(b: &Bench) -> BenchResult<Summary> {
 
     let pick = |tool: Tool| drains.iter().filter(move |d| d.tool == tool);
     let rate = |d: &Drain| updates as f64 / d.wall.as_secs_f64();
-    let summary = Summary {
-        pgch_rate: median(pick(Tool::Pgch).map(rate).collect()),
-        recv_rate: median(pick(Tool::PgRecvlogical).map(rate).collect()),
-        cpu_per_million: median(
-            pick(Tool::Pgch)
+    let cpu = |tool: Tool| {
+        median(
+            pick(tool)
                 .map(|d| d.client_cpu.as_secs_f64() * 1e6 / updates as f64)
                 .collect(),
-        ),
-        peak_rss_mib: pick(Tool::Pgch).map(|d| d.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0,
+        )
+    };
+    let summary = Summary {
+        pgch_rate: median(pick(Tool::Pgch).map(rate).collect()),
+        socket_rate: median(pick(Tool::PgchSocket).map(rate).collect()),
+        recv_rate: median(pick(Tool::PgRecvlogical).map(rate).collect()),
+        cpu_per_million: cpu(Tool::Pgch),
+        socket_cpu_per_million: cpu(Tool::PgchSocket),
+        peak_rss_mib: drains
+            .iter()
+            .filter(|d| d.tool != Tool::PgRecvlogical)
+            .map(|d| d.peak_rss_kib)
+            .max()
+            .unwrap_or(0) as f64
+            / 1024.0,
     };
     println!();
-    for tool in [Tool::PgRecvlogical, Tool::Pgch] {
+    for tool in Tool::ALL {
         let secs = |f: fn(&Drain) -> Option<Duration>| median_secs(pick(tool), f);
         println!(
             "median {:<14} {:>9.0} changes/s  client CPU {:.2} s, walsender CPU {:.2} s, \
@@ -136,23 +172,29 @@ pub fn run(b: &Bench) -> BenchResult<Summary> {
             secs(|d| d.front_cpu),
         );
     }
+    for tool in [Tool::Pgch, Tool::PgchSocket] {
+        println!(
+            "{}: started streaming after {:.2} s; its walsender had sent the backlog after \
+             {:.2} s; ClickHouse showed the last change {:.2} s later (medians; sync \
+             interval {} ms)",
+            tool.name(),
+            median_secs(pick(tool), |d| d.startup),
+            median_secs(pick(tool), |d| d.sent),
+            median_secs(pick(tool), |d| d.wall.checked_sub(d.sent?)),
+            crate::sync_interval().as_millis()
+        );
+    }
     println!(
-        "pgch: started streaming after {:.2} s; its walsender had sent the backlog after \
-         {:.2} s; ClickHouse showed the last change {:.2} s later (medians; sync interval \
-         {} ms)",
-        median_secs(pick(Tool::Pgch), |d| d.startup),
-        median_secs(pick(Tool::Pgch), |d| d.sent),
-        median_secs(pick(Tool::Pgch), |d| d.wall.checked_sub(d.sent?)),
-        crate::sync_interval().as_millis()
-    );
-    println!(
-        "pgch: {:.2} CPU s per million changes ({:.2} µs per change; target <= 1.5); peak \
-         RSS {:.1} MiB; ratio pgch / pg_recvlogical {:.3} (cores busy: CPU of the whole \
-         machine over the drain's lifetime)",
+        "pgch: {:.2} CPU s per million changes ({:.2} µs per change; target <= 1.5; over \
+         the socket {:.2}); peak RSS {:.1} MiB; ratio pgch / pg_recvlogical {:.3} (over the \
+         socket, pg_recvlogical's transport: {:.3}; cores busy: CPU of the whole machine \
+         over the drain's lifetime)",
         summary.cpu_per_million,
         summary.cpu_per_million,
+        summary.socket_cpu_per_million,
         summary.peak_rss_mib,
-        summary.ratio()
+        summary.ratio(),
+        summary.socket_ratio()
     );
     Ok(summary)
 }
@@ -166,20 +208,22 @@ fn median_secs<'a>(
 }
 
 fn run_round(b: &Bench, round: usize, updates: u64, drains: &mut Vec<Drain>) -> BenchResult<()> {
-    let slot = format!("pgch_r{round}");
     let recv_slot = format!("recv_r{round}");
-    let database = format!("bench_cdc_r{round}");
+    let targets = [Tool::Pgch, Tool::PgchSocket].map(|tool| tool.pgch_target(round));
 
-    // pgch's first start: its slot, its state, the snapshot.
-    let mut first = Running::spawn(
-        "pgch (first start)",
-        b.pgch_run(&slot, &database),
-        &b.log_path(&format!("r{round}_first")),
-    )?;
-    first.wait_for_log("streaming changes", PRIME_TIMEOUT)?;
-    let primed = first.wait_for_log(COPY_DONE, PRIME_TIMEOUT)?;
-    first.terminate();
-    first.wait(STOP_TIMEOUT, || {})?;
+    // Each pgch's first start: its slot, its state, the snapshot.
+    let mut primed = Duration::ZERO;
+    for (i, (slot, database)) in targets.iter().enumerate() {
+        let mut first = Running::spawn(
+            "pgch (first start)",
+            b.pgch_run(slot, database),
+            &b.log_path(&format!("r{round}_first{i}")),
+        )?;
+        first.wait_for_log("streaming changes", PRIME_TIMEOUT)?;
+        primed = primed.max(first.wait_for_log(COPY_DONE, PRIME_TIMEOUT)?);
+        first.terminate();
+        first.wait(STOP_TIMEOUT, || {})?;
+    }
     b.sql(&format!(
         "SELECT pg_create_logical_replication_slot('{recv_slot}', 'pgoutput')"
     ))?;
@@ -198,7 +242,7 @@ fn run_round(b: &Bench, round: usize, updates: u64, drains: &mut Vec<Drain>) -> 
     b.sql("CHECKPOINT")?;
     println!();
     println!(
-        "round {round}: pgch first start {:.1} s (slot {slot}, snapshot); backlog built in \
+        "round {round}: pgch first starts {:.1} s (two slots, snapshots); backlog built in \
          {:.1} s, WAL {wal_start} .. {endpos} = {:.1} MB",
         primed.as_secs_f64(),
         built.as_secs_f64(),
@@ -206,16 +250,16 @@ fn run_round(b: &Bench, round: usize, updates: u64, drains: &mut Vec<Drain>) -> 
     );
     print_header();
 
-    let order = if round % 2 == 1 {
-        [Tool::PgRecvlogical, Tool::Pgch]
-    } else {
-        [Tool::Pgch, Tool::PgRecvlogical]
-    };
+    // Every tool drains first, second and third once over the rounds.
+    let mut order = Tool::ALL;
+    order.rotate_left((round - 1) % Tool::ALL.len());
     for tool in order {
         let drain = match tool {
             Tool::PgRecvlogical => drain_recvlogical(b, round, &recv_slot, &endpos)?,
-            Tool::Pgch => {
+            Tool::Pgch | Tool::PgchSocket => {
+                let (slot, database) = tool.pgch_target(round);
                 let target = Target {
+                    tool,
                     slot: &slot,
                     database: &database,
                     endpos: &endpos,
@@ -230,15 +274,21 @@ fn run_round(b: &Bench, round: usize, updates: u64, drains: &mut Vec<Drain>) -> 
     }
 
     // Nothing lost: the latest version of every row equals the table.
-    let got = b.ch(&format!(
-        "SELECT count(), sum(qty) FROM `{database}`.`public_orders` FINAL WHERE _is_deleted = 0"
-    ))?;
-    if got.split_whitespace().ne(expected.split('|')) {
-        return Err(format!(
-            "round {round}: ClickHouse has count, sum(qty) = {got:?}, Postgres {expected:?}"
-        ));
+    for (_, database) in &targets {
+        let got = b.ch(&format!(
+            "SELECT count(), sum(qty) FROM `{database}`.`public_orders` FINAL WHERE _is_deleted = 0"
+        ))?;
+        if got.split_whitespace().ne(expected.split('|')) {
+            return Err(format!(
+                "round {round}: ClickHouse {database} has count, sum(qty) = {got:?}, Postgres {expected:?}"
+            ));
+        }
     }
-    b.cleanup(&database, &[&slot, &recv_slot])?;
+    let [(slot, database), (socket_slot, socket_database)] = &targets;
+    b.cleanup(
+        &[database, socket_database],
+        &[slot, socket_slot, &recv_slot],
+    )?;
     b.sql("VACUUM public.orders; CHECKPOINT")?;
     Ok(())
 }
@@ -332,6 +382,7 @@ fn drain_recvlogical(b: &Bench, round: usize, slot: &str, endpos: &str) -> Bench
 
 /// What pgch's drain waits for.
 struct Target<'a> {
+    tool: Tool,
     slot: &'a str,
     database: &'a str,
     /// The end of the backlog's WAL.
@@ -358,17 +409,18 @@ fn drain_pgch(b: &Bench, round: usize, t: &Target<'_>) -> BenchResult<Drain> {
     let mut sent = None;
     let window = Window::start(b);
     let mut walsenders = Walsenders::new(b.postmaster);
-    let mut p = Running::spawn(
-        "pgch",
-        b.pgch_run(slot, database),
-        &b.log_path(&format!("r{round}_pgch")),
-    )?;
+    let (command, label) = match t.tool {
+        Tool::PgchSocket => (b.pgch_run_on_socket(slot, database), "pgchs"),
+        _ => (b.pgch_run(slot, database), "pgch"),
+    };
+    let mut p = Running::spawn("pgch", command, &b.log_path(&format!("r{round}_{label}")))?;
     let profiler = match std::env::var("PGCH_BENCH_PERF").as_deref() {
-        Ok("1") => Some(attach_perf(b, round, p.pid(), true)?),
-        Ok("flat") => Some(attach_perf(b, round, p.pid(), false)?),
+        Ok("1") => Some(attach_perf(b, round, label, p.pid(), true)?),
+        Ok("flat") => Some(attach_perf(b, round, label, p.pid(), false)?),
         _ => None,
     };
     let mut startup = None;
+    let mut polls_before_sent = 1u32;
     let wall = loop {
         walsenders.sample();
         if startup.is_none() && p.log().contains("streaming changes") {
@@ -390,7 +442,13 @@ fn drain_pgch(b: &Bench, round: usize, t: &Target<'_>) -> BenchResult<Drain> {
         if sent.is_none() && b.pg_query(&pg, &sent_query)? == "t" {
             sent = Some(p.started.elapsed());
         }
-        if b.ch(&query)? == "1" {
+        // The marker is the backlog's last change: it cannot be in ClickHouse before
+        // the walsender has sent it. Until then ClickHouse is asked only now and then
+        // (a poll costs the test front ~5 ms of CPU: 50 a second would take a quarter
+        // of this machine from the drain, which pg_recvlogical's drain does not pay).
+        let due = sent.is_some() || polls_before_sent.is_multiple_of(SLOW_POLL_EVERY);
+        polls_before_sent += u32::from(sent.is_none());
+        if due && b.ch(&query)? == "1" {
             break p.started.elapsed();
         }
         std::thread::sleep(POLL_EVERY);
@@ -412,7 +470,7 @@ fn drain_pgch(b: &Bench, round: usize, t: &Target<'_>) -> BenchResult<Drain> {
     }
     Ok(Drain {
         round,
-        tool: Tool::Pgch,
+        tool: t.tool,
         wall,
         client_cpu: exited.cpu(),
         peak_rss_kib: hwm.max(exited.max_rss_kib),
@@ -426,17 +484,23 @@ fn drain_pgch(b: &Bench, round: usize, t: &Target<'_>) -> BenchResult<Drain> {
 }
 
 /// `perf record` attached to pgch (`PGCH_BENCH_PERF=1`): call graphs from DWARF, into
-/// `r<round>_pgch.perf.data` next to the logs. Its own CPU disturbs the figures;
+/// `r<round>_pgch.perf.data` (`_pgchs` over the socket) next to the logs. Its own CPU disturbs the figures;
 /// `PGCH_BENCH_PERF=flat` samples more often without call graphs, and disturbs less.
-fn attach_perf(b: &Bench, round: usize, pid: i32, graphs: bool) -> BenchResult<Running> {
-    let data = b.logs.join(format!("r{round}_pgch.perf.data"));
+fn attach_perf(
+    b: &Bench,
+    round: usize,
+    label: &str,
+    pid: i32,
+    graphs: bool,
+) -> BenchResult<Running> {
+    let data = b.logs.join(format!("r{round}_{label}.perf.data"));
     let mut cmd = Command::new("perf");
-    match graphs {
-        true => cmd.args(["record", "-F", "999", "--call-graph", "dwarf,16384", "-o"]),
-        false => cmd.args(["record", "-F", "4999", "-o"]),
+    if graphs {
+        cmd.args(["record", "-F", "999", "--call-graph", "dwarf,16384", "-o"]);
+    } else {
+        cmd.args(["record", "-F", "4999", "-o"]);
     }
-    .arg(&data)
-    .args(["-p", &pid.to_string()]);
+    cmd.arg(&data).args(["-p", &pid.to_string()]);
     println!("     perf record -> {}", data.display());
     Running::spawn("perf", cmd, &b.log_path(&format!("r{round}_perf")))
 }

@@ -155,7 +155,7 @@ pub fn run(b: &Bench) -> BenchResult<Summary> {
     let cpu_load = pgch.cpu().unwrap_or_default().saturating_sub(cpu_before);
     pgch.terminate();
     let exited = pgch.wait(STOP_TIMEOUT, || {})?;
-    b.cleanup(database, &[slot])?;
+    b.cleanup(&[database], &[slot])?;
     if (seen.len() as u64) < committed {
         return Err(format!(
             "ClickHouse shows {} of {committed} committed lag_events rows {} s after the load \

@@ -2,7 +2,7 @@
 //! a connection must find there. Kept apart from the configuration loading so the
 //! connection code depends on this alone.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{Secret, SslMode};
@@ -10,6 +10,8 @@ use super::{Secret, SslMode};
 /// Everything needed to reach Postgres, resolved from a URL or separate keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PgEndpoint {
+    /// A host name or address, or (starting with `/`, as libpq has it) the directory of
+    /// the server's Unix socket.
     pub host: String,
     pub port: u16,
     /// Passed through untouched: PlanetScale's `user.branch` is just a user name.
@@ -28,13 +30,21 @@ pub struct PgEndpoint {
 }
 
 impl PgEndpoint {
+    /// The Unix socket to connect to when `host` is a directory: pgch beside the
+    /// database saves the walsender the TCP stack (libpq's `host=/var/run/postgresql`).
+    pub fn socket_path(&self) -> Option<PathBuf> {
+        socket_path(&self.host, self.port)
+    }
+
     /// `host:port` (every host of a multi-host URL, comma-separated), for messages
     /// that must name the server.
     pub fn address(&self) -> String {
         std::iter::once((self.host.as_str(), self.port))
             .chain(self.other_hosts.iter().map(|(h, p)| (h.as_str(), *p)))
             .map(|(host, port)| {
-                if host.contains(':') {
+                if let Some(path) = socket_path(host, port) {
+                    path.display().to_string()
+                } else if host.contains(':') {
                     format!("[{host}]:{port}")
                 } else {
                     format!("{host}:{port}")
@@ -61,4 +71,10 @@ impl PgEndpoint {
     pub fn chooses_host(&self) -> bool {
         !self.other_hosts.is_empty() || self.read_write_only
     }
+}
+
+/// `<dir>/.s.PGSQL.<port>`, the name Postgres gives its socket in a socket directory.
+fn socket_path(host: &str, port: u16) -> Option<PathBuf> {
+    host.starts_with('/')
+        .then(|| Path::new(host).join(format!(".s.PGSQL.{port}")))
 }

@@ -355,3 +355,41 @@ mode = "history"
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_unix_socket_directory_is_a_host_as_libpq_writes_it() {
+    let endpoint = |url: &str| {
+        let mut e = minimal_env();
+        e.retain(|(k, _)| k != "PGCH__SOURCE__URL");
+        e.push(("PGCH__SOURCE__URL".into(), url.into()));
+        Config::load_with_env(None, e)
+            .and_then(|c| c.validate())
+            .map(|s| s.source.endpoint)
+    };
+    for url in [
+        "postgres://u.main@/app?host=/var/run/postgresql",
+        "postgres://u.main@localhost/app?host=%2Fvar%2Frun%2Fpostgresql",
+        "postgres://u.main@%2Fvar%2Frun%2Fpostgresql/app",
+    ] {
+        let ep = endpoint(url).unwrap();
+        assert_eq!(ep.host, "/var/run/postgresql", "{url}");
+        assert_eq!((ep.user.as_str(), ep.database.as_str()), ("u.main", "app"));
+        assert_eq!(
+            ep.socket_path(),
+            Some(std::path::PathBuf::from(
+                "/var/run/postgresql/.s.PGSQL.5432"
+            ))
+        );
+        assert_eq!(ep.address(), "/var/run/postgresql/.s.PGSQL.5432");
+    }
+    assert_eq!(
+        redact_url("postgres://u:secret@/app?host=/tmp"),
+        "postgres://u:***@/app?host=/tmp"
+    );
+    let ep = endpoint("postgres://u@/app?host=/tmp&sslmode=require").unwrap();
+    assert_eq!(ep.address(), "/tmp/.s.PGSQL.5432");
+    let tcp = endpoint("postgres://u@db.example:6432/app").unwrap();
+    assert_eq!(tcp.socket_path(), None);
+    assert!(endpoint("postgres://u@a,b/app?host=/tmp").is_err());
+    assert!(endpoint("postgres://u@/app").is_err());
+}

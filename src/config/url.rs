@@ -1,5 +1,5 @@
-//! Postgres URLs as libpq writes them (`postgres://user:pass@host:port/db?sslmode=…`),
-//! kept apart from the rest of the configuration so the URL rules live in one place.
+//! Postgres URLs as libpq writes them (`postgres://user:pass@host:port/db?sslmode=…`,
+//! a Unix socket as `postgres://user@/db?host=/var/run/postgresql`), kept apart from the rest of the configuration so the URL rules live in one place.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use super::{
 
 pub(super) fn parse_pg_url(raw: &str) -> Result<PgEndpoint, ConfigError> {
     let (single, other_hosts) = split_hosts(raw)?;
+    let (single, host_left_out) = fill_empty_host(&single);
     let url = url::Url::parse(&single).map_err(|e| {
         invalid(
             "source.url",
@@ -28,13 +29,31 @@ pub(super) fn parse_pg_url(raw: &str) -> Result<PgEndpoint, ConfigError> {
             ),
         ));
     }
-    let host = url
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| invalid("source.url", "has no host"))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    // libpq's `?host=/dir` (a Unix socket directory) names the host instead of the
+    // authority, which may then be empty: `postgres://user@/db?host=/var/run/postgresql`.
+    let host_param = url
+        .query_pairs()
+        .find(|(k, _)| k == "host")
+        .map(|(_, v)| v.into_owned());
+    let url_host = if host_left_out {
+        String::new()
+    } else {
+        decode_component(url.host_str().unwrap_or(""), "source.url")?
+    };
+    let host = match host_param {
+        Some(h) if !h.is_empty() => h,
+        _ if !url_host.is_empty() => url_host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        _ => return Err(invalid("source.url", "has no host")),
+    };
+    if !other_hosts.is_empty() && host.starts_with('/') {
+        return Err(invalid(
+            "source.url",
+            "a Unix socket directory cannot be one of several hosts",
+        ));
+    }
     let user = decode_component(url.username(), "source.url")?;
     if user.is_empty() {
         return Err(invalid("source.url", "has no user name"));
@@ -64,6 +83,7 @@ pub(super) fn parse_pg_url(raw: &str) -> Result<PgEndpoint, ConfigError> {
                 ep.sslmode = parse_sslmode(&value)?;
             }
             "sslrootcert" => ep.sslrootcert = Some(PathBuf::from(value.as_ref())),
+            "host" => {}
             "connect_timeout" => {
                 let secs: u64 = value.parse().map_err(|_| {
                     invalid("source.url", format!("connect_timeout={value} is not a number of seconds"))
@@ -85,7 +105,7 @@ pub(super) fn parse_pg_url(raw: &str) -> Result<PgEndpoint, ConfigError> {
             other => {
                 return Err(invalid(
                     "source.url",
-                    format!("unsupported URL parameter `{other}` (supported: sslmode, sslrootcert, connect_timeout, target_session_attrs)"),
+                    format!("unsupported URL parameter `{other}` (supported: host, sslmode, sslrootcert, connect_timeout, target_session_attrs)"),
                 ))
             }
         }
@@ -122,6 +142,28 @@ fn split_hosts(raw: &str) -> Result<(String, Vec<(String, u16)>), ConfigError> {
         &raw[authority_end..]
     );
     Ok((single, others))
+}
+
+/// A URL whose authority names no host (`postgres://user@/db?host=/dir`, which libpq
+/// reads as "the host is in the parameters") with a placeholder the `url` crate accepts,
+/// and whether the placeholder was put in.
+fn fill_empty_host(raw: &str) -> (String, bool) {
+    let Some(scheme_end) = raw.find("://") else {
+        return (raw.to_string(), false);
+    };
+    let after = scheme_end + 3;
+    let authority_end = raw[after..]
+        .find(['/', '?', '#'])
+        .map_or(raw.len(), |i| after + i);
+    let hosts_start = raw[after..authority_end]
+        .rfind('@')
+        .map_or(after, |i| after + i + 1);
+    let host_port = &raw[hosts_start..authority_end];
+    if !host_port.is_empty() && !host_port.starts_with(':') {
+        return (raw.to_string(), false);
+    }
+    let filled = format!("{}localhost{}", &raw[..hosts_start], &raw[hosts_start..]);
+    (filled, true)
 }
 
 /// `host`, `host:port` or `[v6]:port` of a multi-host URL.
@@ -206,13 +248,23 @@ pub fn redact_url(raw: &str) -> String {
             None => format!("{redacted},{}", list.join(",")),
         };
     }
-    match url::Url::parse(raw) {
+    let (filled, host_left_out) = fill_empty_host(raw);
+    match url::Url::parse(&filled) {
         Ok(mut url) => {
             if url.password().is_some() {
                 // set_password only fails for URLs that cannot carry one.
                 let _ = url.set_password(Some("***"));
             }
-            url.to_string()
+            let text = url.to_string();
+            if host_left_out {
+                // Take the placeholder out again: the URL keeps the form it was given.
+                match text.find("@localhost") {
+                    Some(_) => text.replacen("@localhost", "@", 1),
+                    None => text.replacen("://localhost", "://", 1),
+                }
+            } else {
+                text
+            }
         }
         Err(_) => "<unparseable url>".to_string(),
     }

@@ -97,15 +97,22 @@ async fn connect_one(ep: &PgEndpoint) -> Result<Client, ConnectError> {
     if !ep.password.is_empty() {
         cfg.password(ep.password.expose());
     }
+    let on_socket = ep.socket_path().is_some();
+    // Postgres has no TLS on its Unix socket; libpq ignores sslmode there, and so do we.
     cfg.ssl_mode(match ep.sslmode {
+        _ if on_socket => PgSslMode::Disable,
         SslMode::Disable => PgSslMode::Disable,
         SslMode::Prefer => PgSslMode::Prefer,
         _ => PgSslMode::Require,
     });
-    let tls_config = tls::client_config(ep).map_err(|e| ConnectError {
-        message: format!("cannot connect to Postgres at {}: {e}", ep.address()),
-        sqlstate: None,
-    })?;
+    let tls_config = if on_socket {
+        None
+    } else {
+        tls::client_config(ep).map_err(|e| ConnectError {
+            message: format!("cannot connect to Postgres at {}: {e}", ep.address()),
+            sqlstate: None,
+        })?
+    };
     let client = match tls_config {
         None => {
             let (client, conn) = cfg.connect(NoTls).await.map_err(|e| describe(ep, &e))?;
@@ -172,21 +179,31 @@ pub fn describe(ep: &PgEndpoint, err: &tokio_postgres::Error) -> ConnectError {
         };
     }
     let cause = innermost_cause(err);
-    let hint = if cause.contains("refused") {
-        ": is the server running and listening there?"
+    let hint = if ep.socket_path().is_some() && cause.contains("No such file") {
+        socket_hint(ep)
+    } else if cause.contains("refused") {
+        ": is the server running and listening there?".into()
     } else if cause.contains("failed to lookup") || cause.contains("Name or service not known") {
-        ": the host name does not resolve"
+        ": the host name does not resolve".into()
     } else if cause.contains("timed out") || cause.contains("timeout") {
-        ": no answer in time (firewall, wrong host or port?)"
+        ": no answer in time (firewall, wrong host or port?)".into()
     } else if cause.contains("server does not support TLS") {
-        ": set source.sslmode = \"disable\" or \"prefer\", or enable TLS on the server"
+        ": set source.sslmode = \"disable\" or \"prefer\", or enable TLS on the server".into()
     } else {
-        ""
+        String::new()
     };
     ConnectError {
         message: format!("cannot connect to {server}: {cause}{hint}"),
         sqlstate: None,
     }
+}
+
+/// What to look at when a socket directory holds no socket for the port.
+pub(super) fn socket_hint(ep: &PgEndpoint) -> String {
+    format!(
+        ": is Postgres running on this machine with port = {} and '{}' in unix_socket_directories?",
+        ep.port, ep.host
+    )
 }
 
 fn innermost_cause(err: &tokio_postgres::Error) -> String {

@@ -20,9 +20,9 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM
 use postgres_protocol::message::backend::{ErrorResponseBody, Message};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
-use super::connect::{APPLICATION_NAME, SESSION_SETTINGS};
+use super::connect::{socket_hint, APPLICATION_NAME, SESSION_SETTINGS};
 use super::tls;
 use crate::config::{PgEndpoint, SslMode};
 
@@ -198,6 +198,38 @@ impl WireConnection {
             server: server.clone(),
             cause: e.to_string(),
         };
+        let stream: Box<dyn Stream> = if let Some(path) = ep.socket_path() {
+            // Postgres offers no TLS on its Unix socket (libpq ignores sslmode there),
+            // and a local peer that goes away closes the socket: no keepalives needed.
+            let socket = UnixStream::connect(&path).await.map_err(|e| {
+                let missing = e.kind() == io::ErrorKind::NotFound;
+                let mut err = io_err(e);
+                if let (true, WireError::Io { cause, .. }) = (missing, &mut err) {
+                    cause.push_str(&socket_hint(ep));
+                }
+                err
+            })?;
+            Box::new(socket)
+        } else {
+            Self::open_tcp(ep).await?
+        };
+        let mut conn = WireConnection {
+            stream,
+            read_buf: BytesMut::with_capacity(64 * 1024),
+            write_buf: BytesMut::with_capacity(8 * 1024),
+            server,
+            parameters: HashMap::new(),
+        };
+        conn.startup(ep, kind).await?;
+        Ok(conn)
+    }
+
+    /// A TCP connection with keepalives, in TLS as `sslmode` asks.
+    async fn open_tcp(ep: &PgEndpoint) -> Result<Box<dyn Stream>, WireError> {
+        let io_err = |e: io::Error| WireError::Io {
+            server: ep.address(),
+            cause: e.to_string(),
+        };
         let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
             .await
             .map_err(io_err)?;
@@ -211,16 +243,7 @@ impl WireConnection {
         socket2::SockRef::from(&tcp)
             .set_tcp_keepalive(&keepalive)
             .map_err(io_err)?;
-        let stream = negotiate_tls(tcp, ep).await?;
-        let mut conn = WireConnection {
-            stream,
-            read_buf: BytesMut::with_capacity(64 * 1024),
-            write_buf: BytesMut::with_capacity(8 * 1024),
-            server,
-            parameters: HashMap::new(),
-        };
-        conn.startup(ep, kind).await?;
-        Ok(conn)
+        negotiate_tls(tcp, ep).await
     }
 
     /// `host:port` of the peer, for messages.
