@@ -1,5 +1,6 @@
 //! Postgres URLs as libpq writes them (`postgres://user:pass@host:port/db?sslmode=…`,
-//! a Unix socket as `postgres://user@/db?host=/var/run/postgresql`), kept apart from the rest of the configuration so the URL rules live in one place.
+//! a Unix socket as `postgres://user@/db?host=/var/run/postgresql`), kept apart from
+//! the rest of the configuration so the URL rules live in one place.
 
 use std::path::PathBuf;
 use std::time::Duration;
